@@ -1,0 +1,1 @@
+"""Long work as persisted jobs (DESIGN.md §7), queued with Huey."""

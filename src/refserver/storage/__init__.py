@@ -1,0 +1,1 @@
+"""Stores: SQLite (truth), the PDF files (truth) and ChromaDB (index)."""

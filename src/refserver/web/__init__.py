@@ -1,0 +1,1 @@
+"""Server-rendered admin UI (Jinja2 + HTMX, vendored, no build step)."""
