@@ -80,7 +80,7 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("sqlalchemy.url", self.url)
         cfg.attributes["connection_engine"] = self.engine
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
 
     def schema_revision(self) -> str | None:
         with self.engine.connect() as conn:
