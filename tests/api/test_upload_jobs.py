@@ -55,7 +55,7 @@ def test_bad_uploads_get_clear_errors_and_store_nothing(
     r = client.post(
         "/upload", headers=auth, files={"file": ("e.pdf", enc.read_bytes(), "application/pdf")}
     )
-    assert r.status_code == 400 and "encrypt" in r.json()["detail"].lower()
+    assert r.status_code == 400 and "password" in r.json()["detail"].lower()
     stats = client.get("/stats", headers=auth).json()
     assert stats["total_papers"] == 0
     staging = list((client.app.state.ctx.settings.staging_dir).iterdir())

@@ -97,8 +97,7 @@ class Database:
         try:
             yield session
         finally:
-            session.rollback()
-            session.close()
+            session.close()  # ends the read transaction; loaded objects stay usable
 
     @contextmanager
     def write(self, *, bump: bool = True) -> Iterator[Session]:
