@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor
+# Only for the test suite: a browser for the UI tests, sshd for the SFTP offsite tests.
+TEST_APT_PACKAGES := chromium openssh-server
 
-.PHONY: serve test install system-deps lint format bench clean-venv
+.PHONY: serve test install system-deps test-system-deps apt-install lint format bench clean-venv
 
 ## Create or refresh .venv when pyproject.toml changes (idempotent).
 $(STAMP): pyproject.toml
@@ -18,21 +20,27 @@ install: $(STAMP)
 
 ## Tesseract (OCR for scanned pages) from the system packages, when missing.
 system-deps:
+	@$(MAKE) --no-print-directory apt-install PKGS="$(APT_PACKAGES)"
+
+test-system-deps: system-deps
+	@$(MAKE) --no-print-directory apt-install PKGS="$(TEST_APT_PACKAGES)"
+
+apt-install:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "WARNING: please install:$$missing (OCR is off without them)"; \
+	    echo "WARNING: please install:$$missing"; \
 	  fi; \
 	fi
 
 serve: install system-deps
 	$(BIN)/refserver serve
 
-test: install system-deps
+test: install test-system-deps
 	$(BIN)/python -m pytest
 
 lint:
