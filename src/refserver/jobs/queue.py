@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
+from huey import Huey, MemoryHuey, PriorityRedisHuey, SqliteHuey
 from huey.consumer import Consumer
 
 from refserver.jobs.store import PRIORITIES, JobStore
@@ -30,7 +30,7 @@ def make_huey(backend: str, *, path: Path | None = None, redis_url: str | None =
     if backend == "redis":
         from redis import ConnectionPool
 
-        return RedisHuey(
+        return PriorityRedisHuey(
             "refserver", connection_pool=ConnectionPool.from_url(redis_url), results=False
         )
     if backend == "memory":
