@@ -1,0 +1,230 @@
+"""``refserver search`` and ``refserver index tune|stats|rebuild``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+console = Console()
+index_app = typer.Typer(help="The vector index: tune, inspect, rebuild.", no_args_is_help=True)
+
+
+def _open() -> Any:
+    from refserver.cli import open_ctx
+    from refserver.search.tune import apply_recorded_params
+
+    ctx = open_ctx()
+    apply_recorded_params(ctx)
+    return ctx
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="Words to search for (empty: newest papers).")] = "",
+    mode: Annotated[str, typer.Option(help="keyword, semantic or hybrid.")] = "hybrid",
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    author: Annotated[str | None, typer.Option()] = None,
+    title: Annotated[str | None, typer.Option()] = None,
+    journal: Annotated[str | None, typer.Option()] = None,
+    year_from: Annotated[int | None, typer.Option()] = None,
+    year_to: Annotated[int | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Search the library and show the results as a table."""
+    from refserver.search import Filters, service
+
+    if mode not in ("keyword", "semantic", "hybrid"):
+        console.print("[red]--mode must be keyword, semantic or hybrid[/red]")
+        raise typer.Exit(2)
+    ctx = _open()
+    try:
+        out = service(ctx).search(
+            query,
+            mode=mode,  # type: ignore[arg-type]
+            filters=Filters(
+                title=title,
+                author=author,
+                journal=journal,
+                year_from=year_from,
+                year_to=year_to,
+            ),
+            limit=limit,
+            offset=offset,
+        )
+    finally:
+        ctx.close()
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+        return
+    table = Table(title=f"{out['total']} matches ({out['mode']})", show_lines=False)
+    for col, style in (
+        ("#", "dim"),
+        ("score", ""),
+        ("year", ""),
+        ("title", "bold"),
+        ("authors", ""),
+        ("doc_id", "dim"),
+        ("snippet", ""),
+    ):
+        table.add_column(col, style=style or None, overflow="fold")
+    for i, r in enumerate(out["results"], start=offset + 1):
+        authors = "; ".join(r["authors"][:3]) + (" et al." if len(r["authors"]) > 3 else "")
+        snippet = r["snippet"].replace("<mark>", "[reverse]").replace("</mark>", "[/reverse]")
+        table.add_row(
+            str(i),
+            f"{r['score']:.3f}",
+            str(r["year"] or ""),
+            (r["title"] or "(untitled)")[:90],
+            authors[:60],
+            r["doc_id"],
+            snippet[:200],
+        )
+    console.print(table)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    )
+
+
+@index_app.command("tune")
+def tune_cmd(
+    target: Annotated[float, typer.Option(help="Recall@10 to reach.")] = 0.95,
+    queries: Annotated[int, typer.Option(help="Sampled queries.")] = 200,
+    max_build: Annotated[int, typer.Option(help="Vectors used to try each candidate.")] = 20000,
+    dry_run: Annotated[bool, typer.Option(help="Measure and choose, but do not rebuild.")] = False,
+) -> None:
+    """Pick the cheapest HNSW parameters reaching the target recall; rebuild if they changed."""
+    from refserver.search.tune import tune
+
+    ctx = _open()
+    try:
+        with _progress() as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total or 1)
+                bar.update(tasks[stage], completed=done, total=total or 1)
+
+            out = tune(
+                ctx,
+                target=target,
+                n_queries=queries,
+                max_build=max_build,
+                apply=not dry_run,
+                progress=progress,
+            )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        ctx.close()
+    table = Table(title=f"HNSW candidates (recall@{out['k']} on {out['evaluated_on']} vectors)")
+    for col in ("M", "ef_construction", "ef_search", "recall", "build s", "ms/query"):
+        table.add_column(col)
+    for c in out["candidates"]:
+        p = c["params"]
+        table.add_row(
+            str(p["max_neighbors"]),
+            str(p["ef_construction"]),
+            str(p["ef_search"]),
+            f"{c['recall']:.3f}",
+            str(c["build_s"]),
+            str(c["ms_per_query"]),
+        )
+    console.print(table)
+    b = out["before"]
+    console.print(f"before: {b['params']} recall {b['recall']:.3f}")
+    console.print(
+        f"chosen: {out['chosen']} → recall {out['recall']:.3f} on the live collection"
+        + (" (rebuilt)" if out["rebuilt"] else "")
+        + (" [yellow](dry run: not applied)[/yellow]" if dry_run and not out["applied"] else "")
+    )
+
+
+@index_app.command("stats")
+def stats_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Counts in SQLite and ChromaDB, HNSW parameters, memory per vector, last tuning."""
+    from refserver.search.tune import index_stats
+
+    ctx = _open()
+    try:
+        out = index_stats(ctx)
+    finally:
+        ctx.close()
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+        return
+    table = Table(title="Vector index")
+    for col in (
+        "collection",
+        "SQLite vectors",
+        "Chroma entries",
+        "M",
+        "ef_construction",
+        "ef_search",
+    ):
+        table.add_column(col)
+    for name, c in out["collections"].items():
+        h = c["hnsw"]
+        table.add_row(
+            name,
+            str(c["sqlite_vectors"]),
+            str(c["chroma_entries"]),
+            str(h.get("max_neighbors")),
+            str(h.get("ef_construction")),
+            str(h.get("ef_search")),
+        )
+    console.print(table)
+    console.print(f"bytes per vector: {out['bytes_per_vector']}")
+    last = out["last_tune"]
+    if last:
+        console.print(
+            f"last tune {last.get('finished_at')}: {last.get('chosen')} recall {last.get('recall')}"
+        )
+
+
+@index_app.command("rebuild")
+def rebuild_cmd(
+    m: Annotated[int | None, typer.Option("--m", help="HNSW max_neighbors.")] = None,
+    ef_construction: Annotated[int | None, typer.Option()] = None,
+    ef_search: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Recreate the ChromaDB collections from the vectors in SQLite."""
+    from refserver.search.tune import rebuild_collections
+
+    hnsw = {
+        k: v
+        for k, v in (
+            ("max_neighbors", m),
+            ("ef_construction", ef_construction),
+            ("ef_search", ef_search),
+        )
+        if v is not None
+    }
+    ctx = _open()
+    try:
+        with _progress() as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total or 1)
+                bar.update(tasks[stage], completed=done, total=total or 1)
+
+            counts = rebuild_collections(ctx, hnsw or None, progress=progress)
+    finally:
+        ctx.close()
+    console.print(f"rebuilt: {counts}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search)
+    app.add_typer(index_app, name="index")

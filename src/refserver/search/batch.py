@@ -1,0 +1,131 @@
+"""Many queries in one pass: one batched embedding call, one vector-index call.
+
+Scripts that run hundreds of queries pay the model and index overheads once;
+the papers and page texts for every answer are read in one SQLite pass too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from refserver.search.common import (
+    Filters,
+    Result,
+    SearchPage,
+    current_snapshot,
+    make_snippet,
+    page_texts,
+    papers_by_doc_id,
+    query_terms,
+    result_from_paper,
+)
+from refserver.search.hybrid import rrf
+from refserver.search.keyword import keyword_search
+from refserver.search.semantic import OVERFETCH, IndexKind, group_hits, index_size, page_hits
+
+BatchMode = Literal["semantic", "keyword", "hybrid"]
+MAX_QUERIES = 1000
+
+
+def batch_semantic(
+    ctx: Any,
+    queries: list[str],
+    filters: Filters,
+    limit: int,
+    *,
+    generation: int = 0,
+    index: IndexKind = "chroma",
+) -> list[SearchPage]:
+    vecs = ctx.embedder().embed(list(queries))  # one batched call
+    size = index_size(ctx, index)
+    k = limit * OVERFETCH * (4 if filters.active() else 1)
+    all_hits = page_hits(ctx, vecs, max(1, min(max(k, 50), max(size, 1))), index)  # one call
+    grouped = [group_hits(h) for h in all_hits]
+    with ctx.db.read() as s:
+        snap = current_snapshot(s)
+        papers = papers_by_doc_id(s, [g[0] for gs in grouped for g in gs], filters, snap)
+        kept = [[g for g in gs if g[0] in papers] for gs in grouped]
+        texts = page_texts(
+            s, [(papers[d].id, hs[0].page) for gs in kept for d, _, hs in gs[:limit]]
+        )
+    pages: list[SearchPage] = []
+    for q, gs in zip(queries, kept, strict=True):
+        terms = query_terms(q)
+        results = [
+            result_from_paper(
+                papers[d],
+                round(best, 6),
+                make_snippet(texts.get((papers[d].id, hs[0].page), ""), terms),
+                similarity=round(best, 6),
+                page=hs[0].page,
+                pages=[h.page for h in hs[:5]],
+            )
+            for d, best, hs in gs[:limit]
+        ]
+        pages.append(SearchPage(len(gs), results, "semantic", snap, generation))
+    return pages
+
+
+def batch_search(
+    ctx: Any,
+    queries: list[str],
+    *,
+    mode: BatchMode = "semantic",
+    filters: Filters | None = None,
+    limit: int = 10,
+    generation: int = 0,
+    index: IndexKind = "chroma",
+) -> list[SearchPage]:
+    """One result page per query, in the order given."""
+    filters = filters or Filters()
+    if len(queries) > MAX_QUERIES:
+        raise ValueError(f"at most {MAX_QUERIES} queries per batch")
+    if not queries:
+        return []
+    if mode == "keyword":
+        with ctx.db.read() as s:
+            snap = current_snapshot(s)
+            return [
+                keyword_search(s, q, filters, limit, 0, snapshot=snap, generation=generation)
+                for q in queries
+            ]
+    sem = batch_semantic(
+        ctx,
+        queries,
+        filters,
+        max(limit, 20) if mode == "hybrid" else limit,
+        generation=generation,
+        index=index,
+    )
+    if mode == "semantic":
+        return sem
+    out: list[SearchPage] = []
+    with ctx.db.read() as s:
+        for q, sp in zip(queries, sem, strict=True):
+            kw = keyword_search(s, q, filters, 50, 0, snapshot=sp.snapshot, generation=generation)
+            by_doc: dict[str, Result] = {r.doc_id: r for r in sp.results}
+            by_doc.update({r.doc_id: r for r in kw.results})
+            fused = rrf(
+                {
+                    "keyword": [r.doc_id for r in kw.results],
+                    "semantic": [r.doc_id for r in sp.results],
+                }
+            )
+            results = []
+            for doc_id, score in fused[:limit]:
+                r = by_doc[doc_id]
+                results.append(
+                    Result(
+                        r.id,
+                        r.doc_id,
+                        r.title,
+                        r.authors,
+                        r.year,
+                        r.journal,
+                        round(score, 6),
+                        r.snippet,
+                        dict(r.extra),
+                    )
+                )
+            out.append(SearchPage(len(fused), results, "hybrid", sp.snapshot, generation))
+    return out

@@ -1,0 +1,147 @@
+"""Semantic search: the query's embedding against page vectors, grouped into papers.
+
+A paper ranks by its best-matching page; the result lists its matching pages
+and a snippet from the best page's text (read from SQLite). The vector index is
+over-fetched (limit × 5 pages) and grouped, and fetched again with a larger
+window when metadata filters removed too many papers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from refserver.search.common import (
+    Filters,
+    Hit,
+    SearchPage,
+    current_snapshot,
+    make_snippet,
+    page_texts,
+    papers_by_doc_id,
+    query_terms,
+    result_from_paper,
+)
+from refserver.storage.vectors import PAGES
+
+IndexKind = Literal["chroma", "int8", "float16"]
+OVERFETCH = 5
+MAX_ROUNDS = 4
+
+
+def page_hits(
+    ctx: Any, vectors: np.ndarray, k: int, index: IndexKind = "chroma"
+) -> list[list[Hit]]:
+    """Nearest pages for each query vector, in ONE call to the vector index."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    if index in ("int8", "float16"):
+        q = quantized_index(ctx, index)
+        return [[Hit(d, p, sim) for d, p, sim in row] for row in q.search(vectors, k)]
+    if ctx.vectors is None or ctx.vectors.count(PAGES) == 0:
+        return [[] for _ in range(len(vectors))]
+    res = ctx.vectors.query(PAGES, vectors, k)
+    out: list[list[Hit]] = []
+    for metas, dists in zip(res["metadatas"], res["distances"], strict=True):
+        out.append(
+            [
+                Hit(str(m["doc_id"]), int(m.get("page", 0)), 1.0 - float(d))
+                for m, d in zip(metas, dists, strict=True)
+                if m and m.get("doc_id")
+            ]
+        )
+    return out
+
+
+def quantized_index(ctx: Any, dtype: str) -> Any:
+    """The process-wide compact index of ``dtype``, created on first use."""
+    from refserver.search.quantized import QuantizedIndex
+
+    key = f"search.quantized.{dtype}"
+    idx = ctx.extras.get(key)
+    if idx is None:
+        idx = ctx.extras[key] = QuantizedIndex(ctx.db, dtype=dtype)  # type: ignore[arg-type]
+    return idx
+
+
+def index_size(ctx: Any, index: IndexKind) -> int:
+    if index in ("int8", "float16"):
+        return quantized_index(ctx, index).sync()
+    return ctx.vectors.count(PAGES) if ctx.vectors is not None else 0
+
+
+def group_hits(hits: list[Hit]) -> list[tuple[str, float, list[Hit]]]:
+    """Papers ranked by their best page: (doc_id, best similarity, pages best first)."""
+    by_doc: dict[str, list[Hit]] = {}
+    for h in hits:
+        by_doc.setdefault(h.doc_id, []).append(h)
+    ranked = [
+        (doc, max(h.similarity for h in hs), sorted(hs, key=lambda h: -h.similarity))
+        for doc, hs in by_doc.items()
+    ]
+    ranked.sort(key=lambda t: (-t[1], t[0]))
+    return ranked
+
+
+def rank_papers(
+    ctx: Any,
+    s: Any,
+    hits: list[Hit],
+    filters: Filters,
+    snapshot: int,
+    terms: list[str],
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[Any]]:
+    """Group hits into papers, keep those SQLite has and the filters allow, add snippets."""
+    grouped = group_hits(hits)
+    papers = papers_by_doc_id(s, [g[0] for g in grouped], filters, snapshot)
+    kept = [g for g in grouped if g[0] in papers]
+    window = kept[offset : offset + limit]
+    texts = page_texts(s, [(papers[d].id, hs[0].page) for d, _, hs in window])
+    results = []
+    for doc_id, best, hs in window:
+        p = papers[doc_id]
+        body = texts.get((p.id, hs[0].page), "")
+        results.append(
+            result_from_paper(
+                p,
+                round(best, 6),
+                make_snippet(body, terms),
+                similarity=round(best, 6),
+                page=hs[0].page,
+                pages=[h.page for h in hs[:5]],
+            )
+        )
+    return len(kept), results
+
+
+def semantic_search(
+    ctx: Any,
+    q: str,
+    filters: Filters,
+    limit: int,
+    offset: int,
+    *,
+    snapshot: int | None = None,
+    generation: int = 0,
+    index: IndexKind = "chroma",
+    vector: np.ndarray | None = None,
+) -> SearchPage:
+    """Papers ranked by their best-matching page for the meaning of ``q``."""
+    vec = vector if vector is not None else ctx.embedder().embed([q])[0]
+    size = index_size(ctx, index)
+    k = max(50, (offset + limit) * OVERFETCH)
+    with ctx.db.read() as s:
+        snap = current_snapshot(s) if snapshot is None else snapshot
+        total, results = 0, []
+        for _ in range(MAX_ROUNDS):
+            hits = page_hits(ctx, vec, min(k, max(size, 1)), index)[0]
+            total, results = rank_papers(
+                ctx, s, hits, filters, snap, query_terms(q), limit=limit, offset=offset
+            )
+            if total >= offset + limit or k >= size:
+                break
+            k *= 4
+    return SearchPage(total, results, "semantic", snap, generation, {"index": index})
