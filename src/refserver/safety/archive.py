@@ -1,0 +1,320 @@
+"""Compressed members: streaming zstd/gzip with checksums, tar of folders, safe extraction.
+
+Each member is written in one pass that hashes the raw bytes and the stored
+bytes, then fsynced and renamed into place, so a crash leaves no half member.
+Members are standard ``.zst``/``.gz`` (and ``.tar.zst``) files: ``zstd -d`` and
+``tar`` restore them by hand. Extraction accepts only regular files and folders
+under safe relative names, within size and count limits.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import zstandard
+
+from refserver.storage.files import fsync_dir
+
+CHUNK = 1 << 20
+ZSTD_LEVEL = 3
+GZIP_LEVEL = 6
+SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+MAX_MEMBERS = 200_000
+MAX_MEMBER_BYTES = 64 << 30
+
+Progress = Callable[[int], None]  # bytes done since the last call
+
+
+class UnsafeArchive(ValueError):
+    """An archive entry is a link, escapes its folder, or breaks a limit."""
+
+
+@dataclass
+class Written:
+    size_raw: int
+    sha256: str
+    size_compressed: int
+    sha256_stored: str
+
+
+class _HashingWriter(io.RawIOBase):
+    """Counts and hashes what passes through to ``out``."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        mv = memoryview(b)
+        self.h.update(mv)
+        self.n += len(mv)
+        self.out.write(mv)
+        return len(mv)
+
+
+def zstd_threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _compressing_writer(sink: IO[bytes], compression: str) -> Any:
+    if compression == "zstd":
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=zstd_threads())
+        return cctx.stream_writer(sink, closefd=False)
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+    if compression == "none":
+        return _NoClose(sink)
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+class _NoClose(io.RawIOBase):
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        return self.out.write(b)
+
+
+def open_reader(path: Path, compression: str) -> IO[bytes]:
+    """A stream of the raw bytes of a stored member."""
+    f = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    if compression == "none":
+        return f
+    f.close()
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+class _AtomicOut:
+    """A temp file next to ``dest`` that becomes ``dest`` only on success."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        self.f = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.dest)
+        fsync_dir(self.dest.parent)
+
+    def abort(self) -> None:
+        if not self.f.closed:
+            self.f.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def write_stream(
+    dest: Path,
+    compression: str,
+    produce: Callable[[IO[bytes]], None],
+) -> Written:
+    """Compress whatever ``produce(writer)`` writes into ``dest`` atomically."""
+    out = _AtomicOut(dest)
+    try:
+        stored = _HashingWriter(out.f)
+        comp = _compressing_writer(stored, compression)
+        raw = _HashingWriter(comp)
+        produce(raw)  # type: ignore[arg-type]
+        comp.close()
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return Written(raw.n, raw.h.hexdigest(), stored.n, stored.h.hexdigest())
+
+
+def compress_file(
+    src: Path, dest: Path, compression: str, progress: Progress | None = None
+) -> Written:
+    def produce(w: IO[bytes]) -> None:
+        with open(src, "rb") as f:
+            while block := f.read(CHUNK * 4):
+                w.write(block)
+                if progress:
+                    progress(len(block))
+
+    return write_stream(dest, compression, produce)
+
+
+def tar_folder(src: Path, dest: Path, compression: str) -> Written:
+    """A (compressed) tar of ``src``'s contents with relative names, no owners."""
+
+    def produce(w: IO[bytes]) -> None:
+        with tarfile.open(fileobj=w, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(src.rglob("*")):
+                rel = path.relative_to(src).as_posix()
+                info = tar.gettarinfo(str(path), arcname=rel)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if info.isreg():
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+                elif info.isdir():
+                    tar.addfile(info)
+                # sockets, links and the like are not part of a Chroma folder
+
+    return write_stream(dest, compression, produce)
+
+
+@dataclass
+class Read:
+    size_raw: int
+    sha256: str
+    size_compressed: int
+    sha256_stored: str
+
+
+class _HashingReader(io.RawIOBase):
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.f.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            self.h.update(memoryview(b)[:n])
+            self.n += n
+        return n or 0
+
+
+def read_member(
+    path: Path,
+    compression: str,
+    sink: IO[bytes] | None = None,
+    progress: Progress | None = None,
+) -> Read:
+    """Decompress ``path`` (into ``sink`` if given), hashing stored and raw bytes."""
+    with open(path, "rb") as f:
+        stored = _HashingReader(f)
+        buffered = io.BufferedReader(stored, CHUNK)
+        if compression == "zstd":
+            reader: Any = zstandard.ZstdDecompressor().stream_reader(buffered, closefd=False)
+        elif compression == "gzip":
+            reader = gzip.GzipFile(fileobj=buffered, mode="rb")
+        elif compression == "none":
+            reader = buffered
+        else:
+            raise ValueError(f"unknown compression {compression!r}")
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            block = reader.read(CHUNK * 4)
+            if not block:
+                break
+            h.update(block)
+            n += len(block)
+            if sink is not None:
+                sink.write(block)
+            if progress:
+                progress(len(block))
+        # drain anything after the frame so the stored hash covers the whole file
+        while buffered.read(CHUNK):
+            pass
+    return Read(n, h.hexdigest(), stored.n, stored.h.hexdigest())
+
+
+def decompress_file(path: Path, dest: Path, compression: str) -> Read:
+    out = _AtomicOut(dest)
+    try:
+        r = read_member(path, compression, out.f)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return r
+
+
+def safe_name(name: str, allowed_top: tuple[str, ...] | None = None) -> PurePosixPath:
+    """A relative, normalised archive name or :class:`UnsafeArchive`."""
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or name.startswith(("/", "\\")) or "\\" in name:
+        raise UnsafeArchive(f"absolute or odd name in archive: {name!r}")
+    if any(part in ("..", "") for part in p.parts) or "\x00" in name:
+        raise UnsafeArchive(f"path escapes the archive folder: {name!r}")
+    if allowed_top is not None and p.parts[0] not in allowed_top:
+        raise UnsafeArchive(f"unexpected name in archive: {name!r}")
+    return p
+
+
+def extract_tar(
+    path: Path,
+    dest: Path,
+    compression: str,
+    *,
+    max_members: int = MAX_MEMBERS,
+    max_bytes: int = MAX_MEMBER_BYTES,
+    allowed_top: tuple[str, ...] | None = None,
+) -> Read:
+    """Extract a member tar into ``dest`` accepting only regular files and folders."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    with open(path, "rb") as f:
+        stored = _HashingReader(f)
+        buffered = io.BufferedReader(stored, CHUNK)
+        if compression == "zstd":
+            reader: Any = zstandard.ZstdDecompressor().stream_reader(buffered, closefd=False)
+        elif compression == "gzip":
+            reader = gzip.GzipFile(fileobj=buffered, mode="rb")
+        else:
+            reader = buffered
+        raw = _HashingReader(reader)
+        rawbuf = io.BufferedReader(raw, CHUNK)
+        count = 0
+        total = 0
+        with tarfile.open(fileobj=rawbuf, mode="r|") as tar:
+            for info in tar:
+                count += 1
+                if count > max_members:
+                    raise UnsafeArchive(f"archive has more than {max_members} entries")
+                rel = safe_name(info.name, allowed_top)
+                target = (root / rel).resolve()
+                if root != target and root not in target.parents:
+                    raise UnsafeArchive(f"path escapes the archive folder: {info.name!r}")
+                if info.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not info.isreg():
+                    raise UnsafeArchive(f"not a regular file in archive: {info.name!r}")
+                total += info.size
+                if total > max_bytes:
+                    raise UnsafeArchive("archive is larger than the extraction limit")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(info)
+                assert src is not None
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    while block := src.read(CHUNK):
+                        out.write(block)
+        # read to the end so both hashes cover the whole member
+        while rawbuf.read(CHUNK):
+            pass
+        while buffered.read(CHUNK):
+            pass
+    return Read(raw.n, raw.h.hexdigest(), stored.n, stored.h.hexdigest())
