@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -61,29 +63,21 @@ def search(
     if as_json:
         print(json.dumps(out, indent=2, default=str))
         return
-    table = Table(title=f"{out['total']} matches ({out['mode']})", show_lines=False)
-    for col, style in (
-        ("#", "dim"),
-        ("score", ""),
-        ("year", ""),
-        ("title", "bold"),
-        ("authors", ""),
-        ("doc_id", "dim"),
-        ("snippet", ""),
-    ):
-        table.add_column(col, style=style or None, overflow="fold")
+    table = Table(title=f"{out['total']} matches ({out['mode']})", show_lines=True)
+    table.add_column("#", style="dim", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("year")
+    table.add_column("paper", ratio=2, overflow="fold")
+    table.add_column("snippet", ratio=3, overflow="fold")
     for i, r in enumerate(out["results"], start=offset + 1):
         authors = "; ".join(r["authors"][:3]) + (" et al." if len(r["authors"]) > 3 else "")
-        snippet = r["snippet"].replace("<mark>", "[reverse]").replace("</mark>", "[/reverse]")
-        table.add_row(
-            str(i),
-            f"{r['score']:.3f}",
-            str(r["year"] or ""),
-            (r["title"] or "(untitled)")[:90],
-            authors[:60],
-            r["doc_id"],
-            snippet[:200],
-        )
+        paper = f"[bold]{escape((r['title'] or '(untitled)')[:120])}[/bold]"
+        if authors:
+            paper += f"\n{escape(authors[:80])}"
+        paper += f"\n[dim]{r['doc_id']}[/dim]"
+        snippet = escape(html.unescape(r["snippet"][:300]))
+        snippet = snippet.replace("<mark>", "[reverse]").replace("</mark>", "[/reverse]")
+        table.add_row(str(i), f"{r['score']:.3f}", str(r["year"] or ""), paper, snippet)
     console.print(table)
 
 
