@@ -1,0 +1,277 @@
+"""The admin web UI: server-rendered pages under /admin (Jinja2 + vendored HTMX).
+
+Pages call the domain code in-process; view models live in ``refserver.web.views``.
+Every state change is a POST form carrying the session's CSRF token (HTMX sends it
+as ``X-CSRF-Token``), answered with a redirect (or an HTMX fragment) and a flash.
+Sign-in and sign-out live in ``routes/auth.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from refserver.api.deps import CtxDep, CurrentUser, OptionalUser, client_ip, require
+from refserver.auth.csrf import get_csrf_token
+from refserver.auth.users import AuthError, Principal
+from refserver.web import views
+from refserver.web.templating import templates
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+EditorPage = Depends(require("editor"))
+SuperPage = Depends(require("superuser"))
+
+NAV = (
+    ("dashboard", "Dashboard", "/admin/dashboard"),
+    ("papers", "Papers", "/admin/papers"),
+    ("upload", "Upload", "/admin/upload"),
+    ("queue", "Jobs", "/admin/queue"),
+    ("backup", "Backup", "/admin/backup"),
+    ("consistency", "Consistency", "/admin/consistency"),
+    ("recovery", "Recovery", "/admin/disaster-recovery"),
+)
+
+
+def flash(request: Request, message: str, kind: str = "ok") -> None:
+    """A one-time message shown on the next page (Post/Redirect/Get)."""
+    request.session["flash"] = [*request.session.get("flash", []), [kind, message]]
+
+
+def render(
+    request: Request,
+    user: Principal,
+    name: str,
+    context: dict[str, Any],
+    *,
+    active: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
+    base = {
+        "user": user,
+        "csrf_token": get_csrf_token(request),
+        "flashes": request.session.pop("flash", []) if "hx-request" not in request.headers else [],
+        "nav": NAV,
+        "active": active,
+    }
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+def back(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("", response_model=None)
+@router.get("/", response_model=None)
+def admin_root(user: OptionalUser) -> RedirectResponse:
+    return RedirectResponse("/admin/dashboard" if user else "/admin/login", status_code=302)
+
+
+@router.get("/dashboard", response_class=HTMLResponse)
+async def dashboard(request: Request, ctx: CtxDep, user: CurrentUser) -> HTMLResponse:
+    data = await run_in_threadpool(views.dashboard, ctx)
+    return render(request, user, "dashboard.html", data, active="dashboard")
+
+
+# --- papers ------------------------------------------------------------------------
+
+
+@router.get("/papers", response_class=HTMLResponse)
+async def papers(request: Request, ctx: CtxDep, user: CurrentUser) -> HTMLResponse:
+    pq = views.PaperQuery.parse(dict(request.query_params))
+    listing = await run_in_threadpool(views.list_papers, ctx, pq)
+    return render(request, user, "papers.html", {"pq": pq, "listing": listing}, active="papers")
+
+
+@router.get("/papers/{doc_id}", response_class=HTMLResponse)
+async def paper(
+    request: Request, doc_id: str, ctx: CtxDep, user: CurrentUser, page: int = 1
+) -> HTMLResponse:
+    detail = await run_in_threadpool(views.paper_detail, ctx, doc_id)
+    if detail is None:
+        raise HTTPException(404, f"no paper {doc_id}")
+    viewer = await run_in_threadpool(views.page_view, ctx, doc_id, page)
+    return render(request, user, "paper.html", {**detail, "viewer": viewer}, active="papers")
+
+
+@router.get("/papers/{doc_id}/viewer", response_class=HTMLResponse)
+def paper_viewer(
+    request: Request, doc_id: str, ctx: CtxDep, user: CurrentUser, page: int = 1
+) -> HTMLResponse:
+    """The page viewer alone (HTMX swaps it in on prev/next)."""
+    viewer = views.page_view(ctx, doc_id, page)
+    if viewer is None:
+        raise HTTPException(404, f"no paper {doc_id}")
+    return render(request, user, "_viewer.html", {"viewer": viewer})
+
+
+@router.post("/papers/{doc_id}/metadata", response_model=None)
+async def edit_metadata(
+    request: Request, doc_id: str, ctx: CtxDep, user: Principal = EditorPage
+) -> Response:
+    form = {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
+    try:
+        changes = views.parse_metadata_form(form)
+    except views.FormError as exc:
+        flash(request, str(exc), "error")
+        return back(f"/admin/papers/{doc_id}#metadata")
+    changes = await run_in_threadpool(views.unchanged_removed, ctx, doc_id, changes)
+    if not changes:
+        flash(request, "Nothing changed.", "info")
+        return back(f"/admin/papers/{doc_id}#metadata")
+    paper = await run_in_threadpool(
+        lambda: ctx.library.update_metadata(doc_id, changes, username=user.username)
+    )
+    if paper is None:
+        raise HTTPException(404, f"no paper {doc_id}")
+    ctx.audit(
+        "edit_metadata", username=user.username, target=doc_id, detail={"fields": sorted(changes)}
+    )
+    flash(request, f"Saved: {', '.join(sorted(changes))}.")
+    return back(f"/admin/papers/{doc_id}#metadata")
+
+
+@router.post("/papers/{doc_id}/undo/{edit_id}", response_model=None)
+async def undo_edit(
+    request: Request, doc_id: str, edit_id: int, ctx: CtxDep, user: Principal = EditorPage
+) -> Response:
+    detail = await run_in_threadpool(views.paper_detail, ctx, doc_id)
+    if detail is None or not any(e["id"] == edit_id for e in detail["edits"]):
+        raise HTTPException(404, f"no edit {edit_id} on paper {doc_id}")
+    await run_in_threadpool(lambda: ctx.library.undo_edit(edit_id, username=user.username))
+    ctx.audit("undo_edit", username=user.username, target=doc_id, detail={"edit_id": edit_id})
+    flash(request, "Edit undone.")
+    return back(f"/admin/papers/{doc_id}#history")
+
+
+@router.post("/papers/{doc_id}/delete", response_model=None)
+async def delete_paper(
+    request: Request, doc_id: str, ctx: CtxDep, user: Principal = SuperPage
+) -> Response:
+    form = await request.form()
+    if form.get("confirm") != "yes":
+        flash(request, "Tick the confirmation box to delete this paper.", "error")
+        return back(f"/admin/papers/{doc_id}#delete")
+    deleted = await run_in_threadpool(
+        lambda: ctx.library.delete_paper(doc_id, username=user.username)
+    )
+    if not deleted:
+        raise HTTPException(404, f"no paper {doc_id}")
+    (ctx.settings.previews_dir / f"{doc_id}.png").unlink(missing_ok=True)
+    ctx.audit("delete_paper", username=user.username, target=doc_id)
+    flash(request, "Paper deleted.")
+    return back("/admin/papers")
+
+
+# --- upload and jobs ---------------------------------------------------------------
+
+
+@router.get("/upload", response_class=HTMLResponse)
+def upload_page(request: Request, ctx: CtxDep, user: CurrentUser) -> HTMLResponse:
+    return render(
+        request,
+        user,
+        "upload.html",
+        {"max_upload_mb": ctx.settings.max_upload_mb, "can_upload": user.can("editor")},
+        active="upload",
+    )
+
+
+@router.get("/queue", response_class=HTMLResponse)
+def queue_page(request: Request, ctx: CtxDep, user: CurrentUser, status: str = "") -> HTMLResponse:
+    return render(
+        request, user, "queue.html", views.jobs_view(ctx, _status(status)), active="queue"
+    )
+
+
+@router.get("/queue/table", response_class=HTMLResponse)
+def queue_table(request: Request, ctx: CtxDep, user: CurrentUser, status: str = "") -> HTMLResponse:
+    """The live part of the jobs page (HTMX polls it every 2 s)."""
+    return render(request, user, "_jobs.html", views.jobs_view(ctx, _status(status)))
+
+
+def _status(status: str) -> str | None:
+    return (
+        status if status in ("queued", "processing", "completed", "failed", "cancelled") else None
+    )
+
+
+def _after_job_action(
+    request: Request, ctx: Any, user: Principal, message: str, kind: str = "ok"
+) -> Response:
+    """HTMX gets the refreshed table with the message in it; a plain form a redirect."""
+    if "hx-request" in request.headers:
+        status = _status(request.query_params.get("status", ""))
+        data = {**views.jobs_view(ctx, status), "notice": (kind, message)}
+        return render(request, user, "_jobs.html", data)
+    flash(request, message, kind)
+    return back("/admin/queue")
+
+
+@router.post("/queue/{job_id}/cancel", response_model=None)
+def cancel_job(
+    request: Request, job_id: str, ctx: CtxDep, user: Principal = EditorPage
+) -> Response:
+    job = ctx.jobs.request_cancel(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    ctx.audit("cancel_job", username=user.username, target=job_id)
+    message = "Job cancelled." if job.status == "cancelled" else "Cancel requested."
+    if job.status in ("completed", "failed"):
+        message = f"The job had already {job.status}."
+    return _after_job_action(request, ctx, user, message)
+
+
+@router.post("/queue/{job_id}/retry", response_model=None)
+def retry_job(request: Request, job_id: str, ctx: CtxDep, user: Principal = EditorPage) -> Response:
+    existing = ctx.jobs.get(job_id)
+    if existing is None:
+        raise HTTPException(404, f"no job {job_id}")
+    job = ctx.jobs.reset_for_retry(job_id)
+    if job is None:
+        return _after_job_action(
+            request, ctx, user, f"A {existing.status} job cannot be retried.", "error"
+        )
+    ctx.queue.enqueue(job_id, job.priority)
+    ctx.audit("retry_job", username=user.username, target=job_id)
+    return _after_job_action(request, ctx, user, "Job queued again.")
+
+
+# --- account -----------------------------------------------------------------------
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account(request: Request, user: CurrentUser) -> HTMLResponse:
+    return render(request, user, "account.html", {"error": None}, active="account")
+
+
+@router.post("/account/password", response_model=None)
+async def change_password(request: Request, ctx: CtxDep, user: CurrentUser) -> Response:
+    form = await request.form()
+    current = str(form.get("current_password") or "")
+    new = str(form.get("new_password") or "")
+    confirm = str(form.get("confirm_password") or "")
+    error = None
+    if new != confirm:
+        error = "The new passwords do not match."
+    else:
+        try:
+            await run_in_threadpool(ctx.accounts.authenticate, user.username, current)
+        except AuthError:
+            error = "The current password is wrong."
+    if error is None:
+        try:
+            await run_in_threadpool(ctx.accounts.set_password, user.username, new)
+        except ValueError as exc:
+            error = str(exc).capitalize() + "."
+    if error is not None:
+        ctx.audit("password_change_failed", username=user.username, client=client_ip(request))
+        return render(
+            request, user, "account.html", {"error": error}, active="account", status_code=400
+        )
+    ctx.audit("password_changed", username=user.username, client=client_ip(request))
+    flash(request, "Password changed.")
+    return back("/admin/account")
