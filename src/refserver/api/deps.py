@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
-from refserver.auth.users import Accounts, Principal
+from refserver.auth.ratelimit import rate_limits
+from refserver.auth.users import Accounts, AuthError, Principal
 from refserver.context import AppContext
 
 
@@ -39,8 +42,10 @@ def optional_user(request: Request) -> Principal | None:
     elif "session" in request.scope:
         uid = request.session.get("uid")
         if uid is not None:
-            principal = accounts.get(int(uid))
-            if principal is None:
+            found = accounts.session_user(int(uid))
+            if found is not None and request.session.get("pwf") == found[1]:
+                principal = found[0]
+            else:  # user gone or disabled, or the password changed since this login
                 request.session.clear()
     request.state.principal = principal
     return principal
@@ -85,3 +90,71 @@ SuperUser = Annotated[Principal, Depends(require("superuser"))]
 
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+# --- re-authentication ---------------------------------------------------------------
+CONFIRM_HEADER = "X-Confirm-Password"
+CONFIRM_FIELD = "confirm_password"
+
+
+async def _sent_password(request: Request) -> str | None:
+    """The confirmation password from the header, a form field or a JSON field."""
+    sent = request.headers.get(CONFIRM_HEADER.lower())
+    if sent:
+        return sent
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        value = (await request.form()).get(CONFIRM_FIELD)
+        return str(value) if value else None
+    if ctype.startswith("application/json"):
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            return None
+        if isinstance(body, dict) and isinstance(body.get(CONFIRM_FIELD), str):
+            return body[CONFIRM_FIELD] or None
+    return None
+
+
+async def reauthenticated(request: Request, user: CurrentUser) -> Principal:
+    """Ask for the current password again before a dangerous action (restore, delete-all).
+
+    A stolen session cookie or API token alone is not enough to overwrite or wipe
+    the library. Missing → 428, wrong → 403 (and it counts towards the lockout
+    like a failed login), locked → 429. Every outcome is audited.
+    """
+    password = await _sent_password(request)
+    ctx = request.app.state.ctx
+    if not password:
+        raise HTTPException(
+            428,
+            f"confirm this action with your current password (the {CONFIRM_HEADER} header, "
+            f"or a {CONFIRM_FIELD!r} form or JSON field)",
+        )
+    try:
+        await run_in_threadpool(ctx.accounts.confirm_password, user, password)
+    except AuthError as exc:
+        ctx.audit(
+            "reauth_failed",
+            username=user.username,
+            target=request.url.path,
+            client=client_ip(request),
+            detail={"locked": exc.locked},
+        )
+        if exc.locked:
+            raise HTTPException(429, str(exc)) from None
+        raise HTTPException(403, "password confirmation failed") from None
+    return user
+
+
+ReauthDep = Annotated[Principal, Depends(reauthenticated)]
+
+
+# --- rate limits -----------------------------------------------------------------------
+def upload_rate_limit(request: Request, user: OptionalUser) -> None:
+    """Per-client upload limit: by user when signed in, else by address (→ 429)."""
+    key = f"user:{user.id}" if user is not None else f"ip:{client_ip(request)}"
+    rate_limits(request.app).check("upload", key)
+
+
+UploadRateLimit = Depends(upload_rate_limit)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -17,6 +19,8 @@ from refserver.storage.models import ApiToken, AuditEntry, User
 ROLES = ("reader", "editor", "admin", "superuser")
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
+log = logging.getLogger(__name__)
 _hasher = PasswordHasher()
 
 
@@ -44,6 +48,21 @@ class AuthError(Exception):
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def fingerprint(password_hash: str) -> str:
+    """A short digest of a password hash, kept in sessions to notice password changes."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def _keep_one_superuser(s: Any, leaving_id: int) -> None:
+    others = s.execute(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == "superuser", User.is_active.is_(True), User.id != leaving_id)
+    ).scalar_one()
+    if not others:
+        raise ValueError("this is the last active superuser; create another one first")
 
 
 class Accounts:
@@ -131,10 +150,51 @@ class Accounts:
             user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
             if user is None:
                 raise ValueError(f"no user {username!r}")
+            if not active and user.role == "superuser" and user.is_active:
+                _keep_one_superuser(s, user.id)
             user.is_active = active
             if not active:
                 for tok in s.execute(select(ApiToken).where(ApiToken.user_id == user.id)).scalars():
                     tok.revoked = True
+
+    def set_role(self, username: str, role: str) -> None:
+        """Change a user's role; the last active superuser cannot be demoted."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        with self.db.write(bump=False) as s:
+            user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
+            if user is None:
+                raise ValueError(f"no user {username!r}")
+            if user.role == "superuser" and role != "superuser" and user.is_active:
+                _keep_one_superuser(s, user.id)
+            user.role = role
+
+    def change_password(self, principal: Principal, current: str, new: str) -> None:
+        """A user changing their own password must prove the current one."""
+        self.confirm_password(principal, current)
+        self.set_password(principal.username, new)
+
+    def confirm_password(self, principal: Principal, password: str) -> None:
+        """Re-authentication for dangerous actions; failures count towards lockout."""
+        confirmed = self.authenticate(principal.username, password)
+        if confirmed.id != principal.id:
+            raise AuthError("invalid username or password")
+
+    def session_user(self, user_id: int) -> tuple[Principal, str] | None:
+        """The active user behind a session and the fingerprint of their password hash.
+
+        The fingerprint is stored in the session at login: a password change (or
+        reset) changes it, which signs out every other browser session.
+        """
+        with self.db.read() as s:
+            user = s.get(User, user_id)
+            if user is None or not user.is_active:
+                return None
+            return Principal(user.id, user.username, user.role), fingerprint(user.password_hash)
+
+    def get_user(self, username: str) -> User | None:
+        with self.db.read() as s:
+            return s.execute(select(User).where(User.username == username)).scalar_one_or_none()
 
     def list(self) -> list[User]:
         with self.db.read() as s:
@@ -164,6 +224,7 @@ class Accounts:
             return list(s.execute(select(ApiToken).where(ApiToken.user_id == user_id)).scalars())
 
     def principal_for_token(self, token: str) -> Principal | None:
+        now = datetime.now(UTC)
         with self.db.read() as s:
             row = s.execute(
                 select(ApiToken, User)
@@ -175,9 +236,52 @@ class Accounts:
             tok, user = row
             if tok.revoked or not user.is_active:
                 return None
-            return Principal(user.id, user.username, user.role)
+            last = tok.last_used
+            if last is not None and last.tzinfo is None:
+                last = last.replace(tzinfo=UTC)
+            token_id = tok.id
+            principal = Principal(user.id, user.username, user.role)
+        if last is None or now - last > TOKEN_TOUCH_INTERVAL:
+            self._touch_token(token_id, now)
+        return principal
+
+    def _touch_token(self, token_id: int, now: datetime) -> None:
+        """Record when a token was last used (at most every few minutes: one short write)."""
+        try:
+            with self.db.write(bump=False) as s:
+                row = s.get(ApiToken, token_id)
+                if row is not None:
+                    row.last_used = now
+        except Exception:  # writes paused during a restore, a busy database: not worth a 5xx
+            log.debug("could not record token use", exc_info=True)
 
     # --- audit ------------------------------------------------------------------------
+    def audit_entries(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        action: str | None = None,
+        username: str | None = None,
+    ) -> tuple[list[AuditEntry], int]:
+        """Newest first, optionally filtered by action and by user; with the total."""
+        query = select(AuditEntry)
+        counted = select(func.count()).select_from(AuditEntry)
+        if action:
+            query = query.where(AuditEntry.action == action)
+            counted = counted.where(AuditEntry.action == action)
+        if username:
+            query = query.where(AuditEntry.username == username)
+            counted = counted.where(AuditEntry.username == username)
+        with self.db.read() as s:
+            total = s.execute(counted).scalar_one()
+            rows = list(
+                s.execute(
+                    query.order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
+                ).scalars()
+            )
+        return rows, total
+
     def audit(
         self,
         action: str,

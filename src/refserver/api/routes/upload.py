@@ -1,33 +1,69 @@
-"""Uploads: queued (``/upload``) and synchronous (``/process``)."""
+"""Uploads: queued (``/upload``) and synchronous (``/process``).
+
+Every upload is rate limited per client, staged under a random name (the
+client's filename is only a label) and checked in the PDF sandbox (time and
+memory capped child process) before a job exists; rejections are audited.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from refserver.api.deps import CtxDep, EditorUser
+from refserver.api.deps import CtxDep, EditorUser, UploadRateLimit, client_ip
 from refserver.api.schemas import job_public
-from refserver.ingest.intake import stage_stream, submit
+from refserver.auth.ratelimit import SecurityLimits, rate_limits
+from refserver.ingest.intake import Staged, safe_label, stage_stream, submit
+from refserver.ingest.sandbox import validate_pdf_sandboxed
 from refserver.ingest.validate import PdfRejected
 from refserver.jobs.store import PRIORITIES
 
 router = APIRouter(tags=["upload"])
 
 
+def _check_untrusted(ctx: Any, limits: SecurityLimits, staged: Staged) -> None:
+    """Run every intake check in the resource-capped sandbox before anything is queued."""
+    try:
+        validate_pdf_sandboxed(
+            staged.path,
+            ctx.settings.max_upload_mb * 1024 * 1024,
+            ctx.settings.max_pages,
+            timeout=limits.sandbox_timeout,
+            memory_mb=limits.sandbox_memory_mb,
+        )
+    except PdfRejected:
+        staged.path.unlink(missing_ok=True)
+        raise
+
+
 async def _accept(
-    ctx: Any, file: UploadFile, priority: str, username: str, *, enqueue: bool = True
+    request: Request,
+    ctx: Any,
+    file: UploadFile,
+    priority: str,
+    username: str,
+    *,
+    enqueue: bool = True,
 ) -> Any:
     if priority not in PRIORITIES:
         raise HTTPException(400, f"priority must be one of: {', '.join(PRIORITIES)}")
+    limits = rate_limits(request.app).config
     try:
         staged = await run_in_threadpool(stage_stream, ctx, file.file, file.filename)
+        await run_in_threadpool(_check_untrusted, ctx, limits, staged)
         return await run_in_threadpool(
             lambda: submit(ctx, staged, priority=priority, username=username, enqueue=enqueue)
         )
     except PdfRejected as exc:
+        ctx.audit(
+            "upload_rejected",
+            username=username,
+            client=client_ip(request),
+            detail={"filename": safe_label(file.filename), "code": exc.code, "reason": exc.reason},
+        )
         raise HTTPException(413 if exc.code == "too_large" else 400, exc.reason) from None
 
 
@@ -41,34 +77,54 @@ def _answer(sub: Any, filename: str | None) -> dict[str, Any]:
     }
 
 
-@router.post("/upload")
-async def upload(ctx: CtxDep, user: EditorUser, file: UploadFile = File(...)) -> dict[str, Any]:
-    sub = await _accept(ctx, file, "normal", user.username)
-    ctx.audit(
-        "upload", username=user.username, target=sub.job_id, detail={"filename": file.filename}
-    )
-    return _answer(sub, file.filename)
-
-
-@router.post("/upload-priority")
-async def upload_priority(
-    ctx: CtxDep, user: EditorUser, file: UploadFile = File(...), priority: str = Query("high")
+@router.post("/upload", dependencies=[UploadRateLimit])
+async def upload(
+    request: Request, ctx: CtxDep, user: EditorUser, file: UploadFile = File(...)
 ) -> dict[str, Any]:
-    sub = await _accept(ctx, file, priority, user.username)
+    sub = await _accept(request, ctx, file, "normal", user.username)
     ctx.audit(
         "upload",
         username=user.username,
         target=sub.job_id,
-        detail={"filename": file.filename, "priority": priority},
+        client=client_ip(request),
+        detail={"filename": safe_label(file.filename), "paper_id": sub.paper_id},
+    )
+    return _answer(sub, file.filename)
+
+
+@router.post("/upload-priority", dependencies=[UploadRateLimit])
+async def upload_priority(
+    request: Request,
+    ctx: CtxDep,
+    user: EditorUser,
+    file: UploadFile = File(...),
+    priority: str = Query("high"),
+) -> dict[str, Any]:
+    sub = await _accept(request, ctx, file, priority, user.username)
+    ctx.audit(
+        "upload",
+        username=user.username,
+        target=sub.job_id,
+        client=client_ip(request),
+        detail={"filename": safe_label(file.filename), "priority": priority},
     )
     return {**_answer(sub, file.filename), "priority": priority}
 
 
-@router.post("/process")
-async def process(ctx: CtxDep, user: EditorUser, file: UploadFile = File(...)) -> dict[str, Any]:
+@router.post("/process", dependencies=[UploadRateLimit])
+async def process(
+    request: Request, ctx: CtxDep, user: EditorUser, file: UploadFile = File(...)
+) -> dict[str, Any]:
     """Ingest now and answer when done (small files, scripts)."""
     t0 = time.monotonic()
-    sub = await _accept(ctx, file, "urgent", user.username, enqueue=False)
+    sub = await _accept(request, ctx, file, "urgent", user.username, enqueue=False)
+    ctx.audit(
+        "upload",
+        username=user.username,
+        target=sub.job_id,
+        client=client_ip(request),
+        detail={"filename": safe_label(file.filename), "sync": True},
+    )
     if sub.status != "completed":
         await run_in_threadpool(ctx.pipeline.run_job, sub.job_id)
     job = ctx.jobs.get(sub.job_id)
