@@ -197,6 +197,7 @@ def make_paper_pdf(
     title = title or " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 11))).title()
     authors = ", ".join(f"{rng.choice(FIRST)} {rng.choice(LAST)}" for _ in range(rng.randint(1, 4)))
     doi = doi or f"10.{5000 + seed % 4000}/synth.{seed}"
+    path.parent.mkdir(parents=True, exist_ok=True)
     doc = pymupdf.open()
     for i in range(pages):
         page = doc.new_page()
