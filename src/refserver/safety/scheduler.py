@@ -29,7 +29,6 @@ import fcntl
 import logging
 import os
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -122,6 +121,27 @@ def schedule_interval(settings: Any, name: str, now: datetime | None = None) -> 
         return None
     second = trig.get_next_fire_time(first, first + timedelta(seconds=1))
     return None if second is None else second - first
+
+
+def stored_next_runs(settings: Any) -> dict[str, str]:
+    """Next run times kept in the persistent job store (read without starting a scheduler)."""
+    import sqlite3
+
+    path = Path(settings.data_dir) / JOBSTORE_NAME
+    if not path.exists():
+        return {}
+    tz = timezone_of(settings)
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT id, next_run_time FROM apscheduler_jobs").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+    return {
+        str(i): datetime.fromtimestamp(float(t), tz).isoformat() for i, t in rows if t is not None
+    }
 
 
 def planned_jobs(settings: Any, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -378,6 +398,7 @@ def execute(ctx: Any, name: str, trigger: str = "schedule") -> dict[str, Any]:
                         BACKUP_JOBS[name],
                         retention,
                         f"scheduled: {SPECS_BY_NAME[name].title.lower()}",
+                        tier="weekly" if weekly else None,
                     )
                 )
             elif name == "consistency_check":
@@ -651,24 +672,3 @@ def scheduler_state(ctx: Any) -> dict[str, Any]:
         "reason": reason,
         "timezone": str(timezone_of(ctx.settings)),
     }
-
-
-def wait_for_runs(db: Any, job_name: str, count: int, timeout: float = 10.0) -> int:
-    """Wait until ``count`` finished runs of ``job_name`` exist; returns the number seen."""
-    deadline = time.monotonic() + timeout
-    n = 0
-    while time.monotonic() < deadline:
-        with db.read() as s:
-            n = len(
-                list(
-                    s.execute(
-                        select(SchedulerRun.id).where(
-                            SchedulerRun.job_name == job_name, SchedulerRun.outcome != "running"
-                        )
-                    )
-                )
-            )
-        if n >= count:
-            return n
-        time.sleep(0.05)
-    return n
