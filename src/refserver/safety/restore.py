@@ -37,7 +37,7 @@ from refserver.embedding.model import from_blob
 from refserver.safety import sqlite_pages as sp
 from refserver.safety.archive import decompress_file, extract_tar, read_member
 from refserver.safety.backup import BackupEngine, BackupError, ChainGap
-from refserver.safety.manifest import Manifest, ManifestError
+from refserver.safety.manifest import Manifest, ManifestError, Member
 from refserver.safety.verify import VerificationFailed, VerifyResult, check_chroma
 from refserver.storage.db import MIGRATIONS_DIR
 from refserver.storage.files import fsync_dir, sha256_file
@@ -112,6 +112,8 @@ def resolve(engine: BackupEngine, backup_id: str | None, at: datetime | None) ->
     if at is None:
         if anchor is None:
             raise NotFound("give a backup id (or a time with at=)")
+        if anchor.kind == "incremental":
+            engine.chain(anchor)  # a gap refuses the restore (ChainGap → 409)
         return anchor
     cutoff = at.timestamp()
     lineage = None
@@ -267,14 +269,35 @@ def materialize(
             raise VerificationFailed(result)
 
     files_dir: Path | None = None
-    if files and m.kind != "snapshot":
+    if files:
         progress("files", 0.6)
         files_dir = dest / "files"
-        have = engine.file_set(chain)
-        missing = sorted(info["file_hashes"] - set(have))
+        if m.kind == "snapshot":
+            # A snapshot holds the database alone: its PDFs come from the backup
+            # store (any backup) or, failing that, the live store, checked by hash.
+            have = {}
+            for sha in info["file_hashes"]:
+                blob = engine.layout.existing_blob(sha)
+                if blob:
+                    have[sha] = Member(blob[0], "file", 0, 0, sha, blob[1])
+            live = [s for s in info["file_hashes"] if s not in have]
+        else:
+            have = engine.file_set(chain)
+            live = []
+        missing = sorted(info["file_hashes"] - set(have) - set(live))
         if missing:
             fail("files", f"{len(missing)} PDF(s) the database needs are not in the backup")
         bad: list[str] = []
+        for sha in live:
+            src = engine.ctx.files.path_for(sha)
+            out = files_dir / sha[:2] / f"{sha}.pdf"
+            if not src.is_file():
+                bad.append(f"{sha[:12]} is in no backup and not in the live store")
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out)
+            if sha256_file(out) != sha:
+                bad.append(f"{sha[:12]} (live copy) checksum differs")
         for i, sha in enumerate(sorted(have)):
             fm = have[sha]
             src = root / fm.name
@@ -293,7 +316,7 @@ def materialize(
                 progress("files", 0.6 + 0.3 * i / max(len(have), 1))
         if bad:
             fail("files", "; ".join(bad[:10]))
-        result.add("files", True, f"{len(have)} PDF(s) checked")
+        result.add("files", True, f"{len(have) + len(live)} PDF(s) checked")
     progress("verified", 0.9)
     return Materialized(dest, db, chroma, files_dir, chain, info)
 
