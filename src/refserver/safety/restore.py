@@ -378,9 +378,12 @@ def restore(
                         )
                     safety_id = safety.id
                 progress("swapping", 0.95)
-                _swap(engine, mat)
-                progress("reconciling", 0.97)
-                reconciled = reconcile_chroma(ctx)
+                # Writers already get 503; holding the barrier also keeps Chroma
+                # repairs of other threads (they take it) off the stores mid-swap.
+                with ctx.db.barrier():
+                    _swap(engine, mat)
+                    progress("reconciling", 0.97)
+                    reconciled = reconcile_chroma(ctx)
             engine.sync_records()
             _close_interrupted_jobs(ctx)
             out = _summary(m, mat, result, started)
