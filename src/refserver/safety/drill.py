@@ -271,22 +271,19 @@ def _run_child(db: Path, chroma: Path, reconcile: bool) -> dict[str, Any]:
 
 
 def consistency_on_parts(db: Any, vectors: Any, files: Any) -> dict[str, Any]:
-    """The consistency checker on explicit stores (not the live context)."""
+    """The consistency checker on explicit stores (the restored copy, not the live context)."""
     from refserver.safety.scheduler import EngineMissing
 
     try:
-        from refserver.safety import consistency
+        from refserver.safety.consistency import check_parts
     except ImportError as exc:
         raise EngineMissing(f"the consistency checker is not available: {exc}") from exc
-    fn = getattr(consistency, "check_parts", None) or getattr(consistency, "run_check_on", None)
-    if fn is None:
-        raise EngineMissing("refserver.safety.consistency has no check on explicit parts")
-    report = fn(db=db, vectors=vectors, files=files)
-    data = report if isinstance(report, dict) else report.to_dict()
+    data = check_parts(db, vectors, files).to_dict()
     return {
         "overall_status": data.get("overall_status"),
         "total_issues": data.get("total_issues"),
         "issues_by_type": data.get("issues_by_type", {}),
+        "issues": data.get("issues", [])[:20],
     }
 
 
