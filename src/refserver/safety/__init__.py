@@ -1,0 +1,1 @@
+"""Protection of the library: backups, restores, drills and the consistency checker."""
