@@ -31,7 +31,7 @@ def raw_pdf(objects: list[bytes], *, root: int = 1) -> bytes:
     return bytes(out)
 
 
-def _stream(data: bytes, extra: bytes = b"") -> bytes:
+def stream(data: bytes, extra: bytes = b"") -> bytes:
     return b"<< /Length %d %s >>\nstream\n" % (len(data), extra) + data + b"\nendstream"
 
 
@@ -68,7 +68,7 @@ def deep_nesting(depth: int = 200_000) -> bytes:
             b"<< /Type /Catalog /Pages 2 0 R >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Foo 5 0 R >>",
-            _stream(b"BT /F1 12 Tf 72 720 Td (nested) Tj ET"),
+            stream(b"BT /F1 12 Tf 72 720 Td (nested) Tj ET"),
             nested,
         ]
     )
@@ -81,7 +81,7 @@ def deep_content_nesting(depth: int = 100_000) -> bytes:
             b"<< /Type /Catalog /Pages 2 0 R >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-            _stream(zlib.compress(b"q " * depth + b"[" * depth), b"/Filter /FlateDecode"),
+            stream(zlib.compress(b"q " * depth + b"[" * depth), b"/Filter /FlateDecode"),
         ]
     )
 
@@ -97,7 +97,7 @@ def decompression_bomb(inflated_mb: int = 1024) -> bytes:
             b"<< /Type /Catalog /Pages 2 0 R >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-            _stream(outer, b"/Filter [/FlateDecode /FlateDecode]"),
+            stream(outer, b"/Filter [/FlateDecode /FlateDecode]"),
         ]
     )
 
@@ -111,8 +111,8 @@ def image_bomb() -> bytes:
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
             b"/Resources << /XObject << /Im1 5 0 R >> >> >>",
-            _stream(b"q 612 0 0 792 0 0 cm /Im1 Do Q"),
-            _stream(
+            stream(b"q 612 0 0 792 0 0 cm /Im1 Do Q"),
+            stream(
                 pixels,
                 b"/Type /XObject /Subtype /Image /Width 100000 /Height 100000 "
                 b"/ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /FlateDecode",

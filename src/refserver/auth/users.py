@@ -99,33 +99,51 @@ class Accounts:
         return generated
 
     def authenticate(self, username: str, password: str) -> Principal:
+        """Check a password; failures are counted (and committed) towards the lockout.
+
+        The failure is raised *after* the write commits: raising inside
+        ``db.write()`` would roll the counter back and the lockout would never
+        trigger.
+        """
         now = datetime.now(UTC)
+        failure: AuthError | None = None
+        principal: Principal | None = None
         with self.db.write(bump=False) as s:
             user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
             if user is None:
                 _hasher.hash(password)  # same cost either way: no user enumeration by timing
-                raise AuthError("invalid username or password")
-            locked = user.locked_until
-            if locked is not None and locked.tzinfo is None:
-                locked = locked.replace(tzinfo=UTC)
-            if locked and locked > now:
-                raise AuthError("account locked after repeated failures; try later", locked=True)
-            try:
-                _hasher.verify(user.password_hash, password)
-            except (VerifyMismatchError, VerificationError, InvalidHashError):
-                user.failed_logins += 1
-                if user.failed_logins >= MAX_FAILED_LOGINS:
-                    user.locked_until = now + LOCKOUT
-                    user.failed_logins = 0
-                raise AuthError("invalid username or password") from None
-            if not user.is_active:
-                raise AuthError("account disabled")
-            user.failed_logins = 0
-            user.locked_until = None
-            user.last_login = now
-            if _hasher.check_needs_rehash(user.password_hash):
-                user.password_hash = _hasher.hash(password)
-            return Principal(user.id, user.username, user.role)
+                failure = AuthError("invalid username or password")
+            else:
+                locked = user.locked_until
+                if locked is not None and locked.tzinfo is None:
+                    locked = locked.replace(tzinfo=UTC)
+                if locked and locked > now:
+                    failure = AuthError(
+                        "account locked after repeated failures; try later", locked=True
+                    )
+                else:
+                    try:
+                        _hasher.verify(user.password_hash, password)
+                    except (VerifyMismatchError, VerificationError, InvalidHashError):
+                        user.failed_logins += 1
+                        if user.failed_logins >= MAX_FAILED_LOGINS:
+                            user.locked_until = now + LOCKOUT
+                            user.failed_logins = 0
+                        failure = AuthError("invalid username or password")
+                    else:
+                        if not user.is_active:
+                            failure = AuthError("account disabled")
+                        else:
+                            user.failed_logins = 0
+                            user.locked_until = None
+                            user.last_login = now
+                            if _hasher.check_needs_rehash(user.password_hash):
+                                user.password_hash = _hasher.hash(password)
+                            principal = Principal(user.id, user.username, user.role)
+        if failure is not None:
+            raise failure
+        assert principal is not None
+        return principal
 
     def get(self, user_id: int) -> Principal | None:
         with self.db.read() as s:
