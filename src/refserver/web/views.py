@@ -207,14 +207,18 @@ class PaperQuery:
     order: str = "desc"
     page: int = 1
     per_page: int = PER_PAGE
+    explicit_sort: bool = False
 
     @classmethod
     def parse(cls, params: dict[str, str]) -> PaperQuery:
         q = (params.get("q") or "").strip()[:500]
         year_raw = (params.get("year") or "").strip()
         year = int(year_raw) if year_raw.isdigit() else None
-        sort = params.get("sort") or ("relevance" if q else "added")
-        if sort not in SORTS or (sort == "relevance" and not q):
+        # No sort chosen (or one that needs a query): best match for a search, newest
+        # first for a plain list; so a new query typed on the list ranks by relevance.
+        sort = params.get("sort") or ""
+        explicit = sort in SORTS and (sort != "relevance" or bool(q))
+        if not explicit:
             sort = "relevance" if q else "added"
         default_order = "asc" if sort == "title" else "desc"
         order = params.get("order") or default_order
@@ -223,7 +227,15 @@ class PaperQuery:
         page_raw = params.get("page") or "1"
         page = max(1, int(page_raw)) if page_raw.isdigit() else 1
         author = (params.get("author") or "").strip()[:200]
-        return cls(q=q, year=year, author=author, sort=sort, order=order, page=page)
+        return cls(
+            q=q,
+            year=year,
+            author=author,
+            sort=sort,
+            order=order,
+            page=page,
+            explicit_sort=explicit and sort != "relevance",
+        )
 
     def link(self, **changes: Any) -> str:
         """The list URL with some parameters changed (sort headers, pager)."""
@@ -233,8 +245,8 @@ class PaperQuery:
             "q": self.q,
             "year": self.year or "",
             "author": self.author,
-            "sort": self.sort,
-            "order": self.order,
+            "sort": self.sort if self.explicit_sort else "",
+            "order": self.order if self.explicit_sort else "",
             "page": self.page,
         }
         values.update(changes)

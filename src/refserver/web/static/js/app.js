@@ -21,10 +21,7 @@
     if (!keyboardTurn) return;
     var again = document.getElementById(keyboardTurn) || document.getElementById("viewer");
     keyboardTurn = null;
-    if (again) {
-      if (again.id === "viewer") again.setAttribute("tabindex", "-1");
-      again.focus();
-    }
+    if (again) again.focus();
   });
 
   // A failed HTMX request (e.g. a 403 after the session expired) must not fail silently.

@@ -1,0 +1,278 @@
+"""The admin UI in a real browser (Debian's Chromium driven by Playwright).
+
+The flow a librarian follows: sign in, drop PDFs on the upload page and watch
+them finish, find one by search, read it in the page viewer, follow the jobs
+page, then the safety pages (backup, consistency, recovery) where this build
+has them. Every page must render without console errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ADMIN_PASSWORD, corpus_manifest, corpus_pdf, make_text_pdf
+from tests.web.conftest import ConsoleLog, LiveServer, save_screenshot
+
+pytestmark = pytest.mark.timeout(300)
+
+JACOW = corpus_pdf("jacow_ipac2018")
+JACOW_TITLE = next(e for e in corpus_manifest() if "jacow" in e["file"])["truth"]["title"]
+
+
+def expect_clean(console: ConsoleLog, where: str) -> None:
+    errors = console.take()
+    assert not errors, f"console errors on {where}: {errors}"
+
+
+def sign_in(page: Any, server: LiveServer) -> None:
+    page.goto(f"{server.url}/admin/dashboard")
+    if "/admin/login" in page.url:
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{server.url}/admin/dashboard")
+
+
+def drop_files(page: Any, selector: str, files: list[tuple[str, bytes, str]]) -> None:
+    """Dispatch a real drop event carrying ``files`` (what a drag from the desktop does)."""
+    payload = [
+        {"name": n, "type": t, "data": base64.b64encode(b).decode("ascii")} for n, b, t in files
+    ]
+    page.evaluate(
+        """([selector, files]) => {
+            const dt = new DataTransfer();
+            for (const f of files) {
+                const bin = atob(f.data);
+                const bytes = new Uint8Array(bin.length);
+                for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+                dt.items.add(new File([bytes], f.name, {type: f.type}));
+            }
+            const zone = document.querySelector(selector);
+            zone.dispatchEvent(new DragEvent("dragenter", {dataTransfer: dt, bubbles: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+        }""",
+        [selector, payload],
+    )
+
+
+@pytest.fixture(scope="module")
+def signed_in(page: Any, live_server: LiveServer, console: ConsoleLog) -> Any:
+    sign_in(page, live_server)
+    return page
+
+
+@pytest.fixture(scope="module")
+def uploaded(
+    signed_in: Any, live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Drop a corpus PDF and a non-PDF on the upload page, add a PDF via the file chooser."""
+    page = signed_in
+    page.goto(f"{live_server.url}/admin/upload")
+    drop_files(
+        page,
+        "#dropzone",
+        [
+            (JACOW.name, JACOW.read_bytes(), "application/pdf"),
+            ("notes.txt", b"these are not the droids you are looking for\n" * 20, "text/plain"),
+        ],
+    )
+    synthetic = make_text_pdf(
+        tmp_path_factory.mktemp("pdfs") / "granular_flow_note.pdf",
+        [
+            "Granular flow in rotating drums. " * 30,
+            "Avalanche statistics and segregation of grains. " * 30,
+        ],
+        title="Granular Flow in Rotating Drums",
+    )
+    page.set_input_files("#file-input", str(synthetic))
+    items = page.locator("#upload-list .upload-item")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#upload-list .upload-item').length === 3"
+        " && [...document.querySelectorAll('#upload-list .upload-item')]"
+        ".every(li => ['completed', 'failed'].includes(li.dataset.status))",
+        timeout=240_000,
+    )
+    rows = {
+        items.nth(i).locator(".name").inner_text(): {
+            "status": items.nth(i).get_attribute("data-status"),
+            "state": items.nth(i).locator(".state").inner_text(),
+            "job": items.nth(i).get_attribute("data-job"),
+            "href": items.nth(i).locator(".state a").get_attribute("href")
+            if items.nth(i).locator(".state a").count()
+            else None,
+        }
+        for i in range(items.count())
+    }
+    return {"rows": rows, "page": page}
+
+
+def test_login_page_and_redirects(
+    browser_context: Any, live_server: LiveServer, console: ConsoleLog
+) -> None:
+    tab = browser_context.new_page()
+    try:
+        tab.on("console", lambda m: console.errors.append(m.text) if m.type == "error" else None)
+        tab.goto(f"{live_server.url}/admin/")
+        assert tab.url.endswith("/admin/login")
+        tab.get_by_label("Username").fill("admin")
+        tab.get_by_label("Password").fill("wrong-password")
+        tab.get_by_role("button", name="Sign in").click()
+        assert "invalid username or password" in tab.get_by_role("alert").inner_text()
+        assert tab.get_by_label("Username").input_value() == "admin"
+        # Keyboard only: tab from the username to the password and submit with Enter.
+        tab.get_by_label("Username").focus()
+        tab.keyboard.press("Tab")
+        tab.keyboard.type(ADMIN_PASSWORD)
+        tab.keyboard.press("Enter")
+        tab.wait_for_url(f"{live_server.url}/admin/dashboard")
+        assert "superuser" in tab.locator(".topbar .role").inner_text()
+        # Sign out through the header button ends the session.
+        tab.get_by_role("button", name="Sign out").click()
+        tab.wait_for_url(f"{live_server.url}/admin/login")
+        tab.goto(f"{live_server.url}/admin/papers")
+        assert tab.url.endswith("/admin/login")
+        # Failed sign-ins log nothing but the expected 401 of the form post.
+        errors = [e for e in console.take() if "401" not in e]
+        assert not errors, errors
+    finally:
+        tab.close()
+
+
+def test_upload_shows_progress_and_per_file_errors(
+    uploaded: dict[str, Any], console: ConsoleLog, screenshot_dir: Path
+) -> None:
+    rows = uploaded["rows"]
+    assert rows[JACOW.name]["status"] == "completed", rows
+    assert "Done" in rows[JACOW.name]["state"] and "3 page(s)" in rows[JACOW.name]["state"]
+    assert rows[JACOW.name]["href"].startswith("/admin/papers/")
+    assert rows["granular_flow_note.pdf"]["status"] == "completed", rows
+    # The non-PDF is refused by the server and its reason shown on its own row.
+    assert rows["notes.txt"]["status"] == "failed"
+    assert "pdf" in rows["notes.txt"]["state"].lower()
+    summary = uploaded["page"].locator("#upload-summary").inner_text()
+    assert "2 done" in summary and "1 failed" in summary
+    save_screenshot(uploaded["page"], screenshot_dir, "upload")
+    # The 400 of the refused file is the only expected console entry.
+    errors = [e for e in console.take() if "400" not in e]
+    assert not errors, errors
+
+
+def test_dashboard_shows_library_and_user(
+    uploaded: dict[str, Any], live_server: LiveServer, console: ConsoleLog, screenshot_dir: Path
+) -> None:
+    page = uploaded["page"]
+    page.goto(f"{live_server.url}/admin/dashboard")
+    assert page.locator("[data-stat=papers]").inner_text() == "2"
+    assert int(page.locator("[data-stat=pages]").inner_text()) == 5
+    assert int(page.locator("[data-stat=vectors]").inner_text()) > 0
+    assert "superuser" in page.locator(".page-head").inner_text()
+    assert page.locator("svg.chart").count() == 1
+    assert page.get_by_role("link", name=re.compile("Tuner Testing", re.I)).count() >= 1
+    save_screenshot(page, screenshot_dir, "dashboard")
+    expect_clean(console, "dashboard")
+
+
+def test_search_finds_the_paper(
+    uploaded: dict[str, Any], live_server: LiveServer, console: ConsoleLog, screenshot_dir: Path
+) -> None:
+    page = uploaded["page"]
+    page.goto(f"{live_server.url}/admin/papers")
+    assert page.locator("#papers-table tbody tr").count() == 2
+    page.get_by_role("searchbox", name="Search").fill("cavity tuner")
+    page.get_by_role("searchbox", name="Search").press("Enter")
+    page.wait_for_url(re.compile(r"/admin/papers\?q=cavity"))
+    links = page.locator("#papers-table a.paper-link")
+    assert links.first.inner_text().lower() == JACOW_TITLE.lower()
+    assert page.locator("#papers-table mark").count() > 0
+    # Sorting by title through the header link keeps the query.
+    page.get_by_role("link", name=re.compile("^Title")).click()
+    assert "sort=title" in page.url and "q=cavity" in page.url
+    save_screenshot(page, screenshot_dir, "papers")
+    expect_clean(console, "papers")
+
+
+def test_page_viewer(
+    uploaded: dict[str, Any], live_server: LiveServer, console: ConsoleLog, screenshot_dir: Path
+) -> None:
+    page = uploaded["page"]
+    page.goto(f"{live_server.url}{uploaded['rows'][JACOW.name]['href']}")
+    assert page.get_by_role("heading", level=1).inner_text().lower() == JACOW_TITLE.lower()
+    viewer = page.locator("#viewer")
+    assert viewer.get_by_role("heading").inner_text() == "Page 1 of 3"
+    img = viewer.locator("img")
+    page.wait_for_function("() => document.querySelector('#viewer img').naturalWidth > 0")
+    assert "Page 1" in (img.get_attribute("alt") or "")
+    assert "Fermilab" in viewer.locator(".text-block").inner_text()
+    viewer.get_by_role("link", name="Next →").click()
+    page.wait_for_function(
+        "() => document.querySelector('#viewer h2').textContent === 'Page 2 of 3'"
+    )
+    assert page.url.endswith("?page=2")
+    page.wait_for_function("() => document.querySelector('#viewer img').naturalWidth > 0")
+    # The keyboard turns pages too while the viewer has focus.
+    page.locator("#viewer .text-block").focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "() => document.querySelector('#viewer h2').textContent === 'Page 3 of 3'"
+        " && document.querySelector('#viewer').contains(document.activeElement)"
+    )
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(
+        "() => document.querySelector('#viewer h2').textContent === 'Page 2 of 3'"
+    )
+    assert page.locator("#metadata").get_by_label(re.compile("^Title")).input_value()
+    assert page.locator("#similar a").count() >= 1  # the other paper is the only neighbour
+    page.locator("#viewer").scroll_into_view_if_needed()
+    save_screenshot(page, screenshot_dir, "paper-detail")
+    expect_clean(console, "paper detail")
+
+
+def test_metadata_edit_and_undo_in_browser(
+    uploaded: dict[str, Any], live_server: LiveServer, console: ConsoleLog
+) -> None:
+    page = uploaded["page"]
+    page.goto(f"{live_server.url}{uploaded['rows'][JACOW.name]['href']}")
+    meta = page.locator("#metadata")
+    meta.get_by_label(re.compile("^Journal")).fill("Proceedings of IPAC 2018")
+    meta.get_by_role("button", name="Save changes").click()
+    assert "Saved: journal." in page.locator(".flashes").inner_text()
+    assert page.locator("#metadata").get_by_label(re.compile("^Journal")).input_value() == (
+        "Proceedings of IPAC 2018"
+    )
+    assert "user" in page.locator("label[for=f-journal] .source").inner_text()
+    page.get_by_role("button", name="Undo the edit of journal").click()
+    assert "Edit undone." in page.locator(".flashes").inner_text()
+    assert (
+        page.locator("#metadata").get_by_label(re.compile("^Journal")).input_value()
+        != "Proceedings of IPAC 2018"
+    )
+    expect_clean(console, "metadata edit")
+
+
+def test_jobs_page_is_live(
+    uploaded: dict[str, Any], live_server: LiveServer, console: ConsoleLog, screenshot_dir: Path
+) -> None:
+    page = uploaded["page"]
+    page.goto(f"{live_server.url}/admin/queue")
+    rows = page.locator("#jobs-table tbody tr[data-job]")
+    assert rows.count() == 2
+    assert page.locator("#jobs-table tr[data-status=completed]").count() == 2
+    # A job queued now (not started) shows up through the 2 s poll, then is cancelled.
+    job_id = live_server.ctx.jobs.create(kind="ingest", filename="waiting.pdf", priority="low")
+    row = page.locator(f"#jobs-table tr[data-job='{job_id}']")
+    row.wait_for(timeout=10_000)
+    assert "low" in row.inner_text()
+    row.get_by_role("button", name=re.compile("^Cancel")).click()
+    page.wait_for_function(
+        f"() => document.querySelector(\"#jobs-table tr[data-job='{job_id}']\")"
+        "?.dataset.status === 'cancelled'"
+    )
+    assert "Job cancelled." in page.locator("#jobs").inner_text()
+    assert live_server.ctx.jobs.get(job_id).status == "cancelled"
+    save_screenshot(page, screenshot_dir, "jobs")
+    expect_clean(console, "jobs")
