@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
+
 from refserver.search.common import (
     Filters,
     Result,
@@ -25,6 +27,24 @@ from refserver.search.semantic import OVERFETCH, IndexKind, group_hits, index_si
 
 BatchMode = Literal["semantic", "keyword", "hybrid"]
 MAX_QUERIES = 1000
+QUERY_BATCH = 64
+
+
+def embed_queries(embedder: Any, texts: list[str]) -> np.ndarray:
+    """Embed many short queries at once: sorted by length, 64 per model call.
+
+    The embedder's own batch size (8) suits 150-word passages; short queries
+    padded to similar lengths run ~2–3× faster per query in batches of 64.
+    """
+    run = getattr(embedder, "_embed_batch", None)
+    if run is None or len(texts) <= embedder.batch_size:
+        return embedder.embed(list(texts))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.empty((len(texts), embedder.dimension), dtype=np.float32)
+    for i in range(0, len(order), QUERY_BATCH):
+        idx = order[i : i + QUERY_BATCH]
+        out[idx] = run([texts[j] for j in idx])
+    return out
 
 
 def batch_semantic(
@@ -36,7 +56,7 @@ def batch_semantic(
     generation: int = 0,
     index: IndexKind = "chroma",
 ) -> list[SearchPage]:
-    vecs = ctx.embedder().embed(list(queries))  # one batched call
+    vecs = embed_queries(ctx.embedder(), list(queries))  # one batched pass
     size = index_size(ctx, index)
     k = limit * OVERFETCH * (4 if filters.active() else 1)
     all_hits = page_hits(ctx, vecs, max(1, min(max(k, 50), max(size, 1))), index)  # one call
