@@ -259,12 +259,9 @@ async def change_password(request: Request, ctx: CtxDep, user: CurrentUser) -> R
         error = "The new passwords do not match."
     else:
         try:
-            await run_in_threadpool(ctx.accounts.authenticate, user.username, current)
-        except AuthError:
-            error = "The current password is wrong."
-    if error is None:
-        try:
-            await run_in_threadpool(ctx.accounts.set_password, user.username, new)
+            await run_in_threadpool(ctx.accounts.change_password, user, current, new)
+        except AuthError as exc:
+            error = str(exc).capitalize() + "." if exc.locked else "The current password is wrong."
         except ValueError as exc:
             error = str(exc).capitalize() + "."
     if error is not None:
@@ -272,6 +269,9 @@ async def change_password(request: Request, ctx: CtxDep, user: CurrentUser) -> R
         return render(
             request, user, "account.html", {"error": error}, active="account", status_code=400
         )
-    ctx.audit("password_changed", username=user.username, client=client_ip(request))
+    # The password change signs out every other session; keep this one signed in.
+    found = ctx.accounts.session_user(user.id)
+    request.session["pwf"] = found[1] if found else ""
+    ctx.audit("password_change", username=user.username, client=client_ip(request))
     flash(request, "Password changed.")
     return back("/admin/account")
