@@ -124,3 +124,9 @@ def test_paging_is_stable_while_papers_are_added(lib) -> None:
     rest = _kw(ctx, "the", limit=50, offset=2, snapshot=snap)
     ids = [r.doc_id for r in q1.results] + [r.doc_id for r in rest.results]
     assert len(ids) == len(set(ids)) == q1.total == rest.total
+
+
+def test_punctuation_joined_words_are_phrases() -> None:
+    assert fts_query("state-of-the-art") == '"state of the art"'
+    assert fts_query("title:foo") == '"title foo"'
+    assert fts_query("o'neill* x") == '"o neill"* "x"'

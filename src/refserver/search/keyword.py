@@ -1,7 +1,8 @@
 """Keyword search: SQLite FTS5 with BM25 ranking, highlighted snippets and filters.
 
 User text never reaches FTS5 as syntax: every word becomes a quoted token
-(``"word"``; ``word*`` stays a prefix search and ``"two words"`` a phrase), so
+(``"word"``; ``word*`` stays a prefix search, ``"two words"`` and words joined
+by punctuation such as ``state-of-the-art`` a phrase), all of them required, so
 input like ``"`` or ``AND(`` cannot make a malformed MATCH expression.
 Rows are ordered by score then paper id, and ``snapshot`` (the newest paper id
 when paging started) hides papers added later, so pages do not shift or repeat
@@ -30,7 +31,6 @@ from refserver.storage.models import Paper
 # BM25 column weights: title, authors, abstract, keywords, journal, body.
 WEIGHTS = (10.0, 4.0, 3.0, 3.0, 1.0, 1.0)
 _PHRASE = re.compile(r'"([^"]*)"')
-_TOKEN = re.compile(r"\w+\*?", re.UNICODE)
 
 
 def fts_query(q: str | None) -> str | None:
@@ -45,11 +45,13 @@ def fts_query(q: str | None) -> str | None:
             if words:
                 parts.append('"' + " ".join(words) + '"')
         rest = _PHRASE.sub(" ", q)
-    for tok in _TOKEN.findall(rest):
-        prefix = tok.endswith("*")
-        word = tok.rstrip("*").replace('"', "")
-        if word:
-            parts.append(f'"{word}"' + ("*" if prefix else ""))
+    for chunk in rest.split():
+        # Words joined by punctuation (state-of-the-art, title:foo) stay a phrase.
+        words = re.findall(r"\w+", chunk)
+        if not words:
+            continue
+        prefix = bool(re.search(r"\w\*[^\w]*$", chunk))
+        parts.append('"' + " ".join(words) + '"' + ("*" if prefix else ""))
     return " ".join(parts) or None
 
 
