@@ -483,6 +483,12 @@ class BackupEngine:
         with sp.readonly(self.layout.staging / m.id / "snapshot.db") as c:
             needed |= {r[0] for r in c.execute("SELECT DISTINCT file_sha256 FROM papers")}
         members: dict[str, Member] = {}
+        known = {
+            mem.name: mem
+            for other in self.manifests()
+            for mem in other.members
+            if mem.role == "file" and mem.size_compressed
+        }
         for sha in sorted(needed):
             if sha in linked:
                 dest = root / self.layout.blob_name(sha, comp)
@@ -497,7 +503,7 @@ class BackupEngine:
             if existing is None:
                 continue  # noted as missing when staging
             name, bcomp = existing
-            members[sha] = self._known_blob(name, sha, bcomp)
+            members[sha] = self._known_blob(name, sha, bcomp, known)
         if m.kind == "full":
             m.members.extend(members[s] for s in sorted(members))
             return
@@ -508,12 +514,12 @@ class BackupEngine:
                 m.files_added.append(sha)
         m.members.extend(members[s] for s in sorted(set(members) - set(before)))
 
-    def _known_blob(self, name: str, sha: str, comp: str) -> Member:
+    def _known_blob(
+        self, name: str, sha: str, comp: str, known: dict[str, Member] | None = None
+    ) -> Member:
         """A PDF an earlier backup stored: reuse what that backup's manifest recorded."""
-        for other in reversed(self.manifests()):
-            for mem in other.members:
-                if mem.role == "file" and mem.sha256 == sha and mem.name == name:
-                    return mem
+        if known is not None and name in known:
+            return known[name]
         # Not in any manifest (e.g. left by a failed backup): re-read it once.
         r = read_member(self.layout.root / name, comp)
         if r.sha256 != sha:

@@ -159,6 +159,7 @@ def materialize(
     result: VerifyResult,
     *,
     files: bool = True,
+    chroma_from_base: bool = False,
     progress: ProgressFn = _noop,
 ) -> Materialized:
     """Rebuild ``m`` (its whole chain) in ``dest`` and verify it; raises on any failure."""
@@ -250,6 +251,12 @@ def materialize(
 
     chroma: Path | None = None
     cm = m.members_by_role("chromadb")
+    chroma_counts = m.chroma.get("counts", {})
+    if not cm and chroma_from_base and chain[0].members_by_role("chromadb"):
+        # An incremental holds no Chroma copy: start from its base's copy; the live
+        # restore then reconciles the difference from the SQLite vectors.
+        cm = chain[0].members_by_role("chromadb")
+        chroma_counts = chain[0].chroma.get("counts", {})
     if cm:
         progress("chromadb", 0.5)
         chroma = dest / "chroma"
@@ -263,7 +270,7 @@ def materialize(
         if rc.sha256 != cm[0].sha256:
             fail(f"member:{cm[0].name}", "checksum differs")
         result.add(f"member:{cm[0].name}", True, f"{cm[0].size_raw} bytes")
-        c = check_chroma(chroma, m.chroma.get("counts", {}))
+        c = check_chroma(chroma, chroma_counts)
         result.checks.append(c)
         if not c.ok:
             raise VerificationFailed(result)
@@ -340,6 +347,7 @@ def restore(
     when = parse_at(at)
     target = confine_target(settings.restore_dir, target_path) if target_path else None
     started = time.monotonic()
+    wall_started = time.time()
     with engine.lock:
         m = resolve(engine, backup_id, when)
         result = VerifyResult(m.id)
@@ -361,7 +369,7 @@ def restore(
         staging = settings.data_dir / f".restore-staging-{m.id}"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            mat = materialize(engine, m, staging, result, progress=progress)
+            mat = materialize(engine, m, staging, result, progress=progress, chroma_from_base=True)
             live_db = settings.sqlite_path
             safety_id: str | None = None
             with ctx.db.paused_writes():
@@ -381,7 +389,7 @@ def restore(
                 # Writers already get 503; holding the barrier also keeps Chroma
                 # repairs of other threads (they take it) off the stores mid-swap.
                 with ctx.db.barrier():
-                    _swap(engine, mat)
+                    _swap(engine, mat, wall_started)
                     progress("reconciling", 0.97)
                     reconciled = reconcile_chroma(ctx)
             engine.sync_records()
@@ -411,12 +419,26 @@ def _summary(
     }
 
 
-def _swap(engine: BackupEngine, mat: Materialized) -> None:
+def _swap(engine: BackupEngine, mat: Materialized, started: float) -> None:
     """Put the verified copy in place. Callers hold ``paused_writes``."""
     ctx = engine.ctx
     settings = ctx.settings
     live_db = settings.sqlite_path
     files_root = settings.files_dir
+    # PDFs an ingest still in flight has stored but not yet recorded must survive
+    # the clean-up below: those of unfinished jobs, and any stored since we began.
+    in_flight: set[str] = set()
+    try:
+        with ctx.db.read() as s:
+            in_flight = {
+                h
+                for h in s.execute(
+                    select(Job.file_sha256).where(Job.status.in_(("queued", "processing")))
+                ).scalars()
+                if h
+            }
+    except Exception:  # a damaged live database has nothing to protect
+        log.info("could not read unfinished jobs before the swap", exc_info=True)
     # 1. PDFs first: extra files are harmless if we stop here.
     if mat.files is not None:
         for src in sorted(mat.files.glob("*/*.pdf")):
@@ -476,47 +498,79 @@ def _swap(engine: BackupEngine, mat: Materialized) -> None:
         with ctx.db.read() as s:
             wanted = set(s.execute(select(Paper.file_sha256).distinct()).scalars())
         for sha, path in list(ctx.files.iter_files()):
-            if sha not in wanted:
-                path.unlink(missing_ok=True)
+            if sha in wanted or sha in in_flight:
+                continue
+            try:
+                if path.stat().st_mtime >= started:
+                    continue
+            except FileNotFoundError:
+                continue
+            path.unlink(missing_ok=True)
+
+
+def _have_meta(meta: dict[str, Any] | None) -> tuple[Any, ...]:
+    m = meta or {}
+    return (
+        m.get("checksum"),
+        m.get("generation"),
+        m.get("title", ""),
+        m.get("year"),
+        m.get("paper_id"),
+        m.get("doc_id"),
+    )
 
 
 def reconcile_chroma(ctx: Any, batch: int = 2000) -> dict[str, int]:
-    """Make ChromaDB hold exactly the SQLite vectors (ids and checksums); returns changes."""
+    """Make ChromaDB hold exactly the SQLite vectors (ids, checksums, metadata)."""
     vectors: VectorIndex | None = ctx.vectors
     if vectors is None:
         return {"upserted": 0, "deleted": 0}
     upserted = deleted = 0
     for kind, name in (("page", PAGES), ("paper", PAPERS)):
-        with ctx.db.read() as s:
-            want = dict(
-                s.execute(
-                    select(Vector.chroma_id, Vector.checksum).where(Vector.kind == kind)
-                ).all()
-            )
-        have: dict[str, str | None] = {}
+        have: dict[str, tuple[Any, ...]] = {}
         for ids, res in vectors.iter_entries(name, include=("metadatas",)):
             for i, meta in zip(ids, res["metadatas"], strict=False):
-                have[i] = (meta or {}).get("checksum")
+                have[i] = _have_meta(meta)
+        todo: list[str] = []
+        want: set[str] = set()
+        with ctx.db.read() as s:
+            rows = s.execute(
+                select(
+                    Vector.chroma_id,
+                    Vector.checksum,
+                    Vector.generation,
+                    Paper.title,
+                    Paper.year,
+                    Paper.id,
+                    Paper.doc_id,
+                )
+                .join(Paper, Paper.id == Vector.paper_id)
+                .where(Vector.kind == kind)
+            ).all()
+        for cid, chk, gen, title, year, pid, doc in rows:
+            want.add(cid)
+            expected = (chk, gen, (title or "")[:500], year if year is not None else -1, pid, doc)
+            if have.get(cid) != expected:
+                todo.append(cid)
         extra = [i for i in have if i not in want]
         if extra:
             vectors.delete(name, ids=extra)
             deleted += len(extra)
-        todo = [i for i, c in want.items() if have.get(i) != c]
         for start in range(0, len(todo), batch):
             chunk = todo[start : start + batch]
             with ctx.db.read() as s:
-                rows = s.execute(
+                pairs = s.execute(
                     select(Vector, Paper)
                     .join(Paper, Paper.id == Vector.paper_id)
                     .where(Vector.chroma_id.in_(chunk))
                 ).all()
                 vectors.upsert(
                     name,
-                    [v.chroma_id for v, _p in rows],
-                    np.vstack([from_blob(v.vector) for v, _p in rows]),
-                    [chroma_metadata(p, v) for v, p in rows],
+                    [v.chroma_id for v, _p in pairs],
+                    np.vstack([from_blob(v.vector) for v, _p in pairs]),
+                    [chroma_metadata(p, v) for v, p in pairs],
                 )
-            upserted += len(rows)
+            upserted += len(pairs)
     return {"upserted": upserted, "deleted": deleted}
 
 

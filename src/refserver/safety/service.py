@@ -8,6 +8,7 @@ record again after the swap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -170,10 +171,9 @@ def _progress_writer(ctx: Any, job_id: str):  # noqa: ANN202 - a callback
         if pct - last[0] < 2 and fraction < 1:
             return
         last[0] = pct
-        try:
+        # during a restore swap writes are paused; the record is rewritten afterwards
+        with contextlib.suppress(WritesPaused):
             ctx.jobs.update(job_id, current_step=stage, progress=min(pct, 99.0))
-        except WritesPaused:
-            pass  # during a restore swap; the record is rewritten afterwards
 
     return progress
 

@@ -1,0 +1,287 @@
+"""Backup engine on a ≥1 GB library: full/snapshot vs cp, incremental share, restore, writer stall.
+
+The library is built fast, not through the pipeline: papers, pages (unique
+Zipf-distributed pseudo-word text, ~like real text for compression) and vectors
+(384-d float32) are bulk-inserted through SQLAlchemy Core in the write path, the
+vectors are upserted into the real ChromaDB, and each paper gets a "PDF" of random
+(incompressible, like real PDF streams) bytes. No FTS rows (papers_fts) are
+written. Baseline in the same run: ``cp -r`` of the same bytes (warm cache).
+
+A writer thread commits one small row every 10 ms through ``db.write()`` during
+every backup; the longest commit it saw is the stall.
+
+    .venv/bin/python bench/backup.py [--papers 2000] [--pages 15] [--data /tmp/rs-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, select
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import make_settings  # noqa: E402
+
+from refserver.context import AppContext  # noqa: E402
+from refserver.embedding.model import checksum, to_blob  # noqa: E402
+from refserver.safety.backup import engine_of  # noqa: E402
+from refserver.safety.restore import restore  # noqa: E402
+from refserver.storage.library import chroma_metadata  # noqa: E402
+from refserver.storage.models import AuditEntry, Page, Paper, Vector  # noqa: E402
+from refserver.storage.vectors import PAGES, PAPERS  # noqa: E402
+
+MB = 1 << 20
+
+
+def vocabulary(rng: np.random.Generator, n: int = 20000) -> np.ndarray:
+    letters = np.array(list("etaoinshrdlcumwfgypbvkjxqz"))
+    weights = np.linspace(2.0, 0.1, len(letters))
+    weights /= weights.sum()
+    words = ["".join(rng.choice(letters, rng.integers(2, 11), p=weights)) for _ in range(n)]
+    return np.array(words, dtype=object)
+
+
+def build(ctx: AppContext, papers: int, pages: int, pdf_kb: int, start: int = 0) -> None:
+    """Bulk-insert ``papers`` papers with pages, vectors, PDFs and Chroma entries."""
+    rng = np.random.default_rng(start + 1)
+    vocab = vocabulary(rng)
+    zipf = 1.0 / np.arange(1, len(vocab) + 1) ** 1.05
+    zipf /= zipf.sum()
+    files_root = ctx.settings.files_dir
+    batch = 100
+    for b0 in range(start, start + papers, batch):
+        ids = list(range(b0, min(b0 + batch, start + papers)))
+        paper_rows, page_rows, vec_rows, shas = [], [], [], []
+        for _ in ids:
+            blob = b"%PDF-1.5\n" + os.urandom(pdf_kb * 1024) + b"\n%%EOF\n"
+            sha = hashlib.sha256(blob).hexdigest()
+            path = files_root / sha[:2] / f"{sha}.pdf"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
+            shas.append((sha, len(blob)))
+        with ctx.db.write() as s:
+            gen = s.info["generation"]
+            for i, (sha, size) in zip(ids, shas, strict=True):
+                paper_rows.append(
+                    {
+                        "doc_id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"bench-{i}")),
+                        "filename": f"paper-{i}.pdf",
+                        "file_sha256": sha,
+                        "file_size": size,
+                        "page_count": pages,
+                        "title": f"Synthetic paper {i} on " + " ".join(rng.choice(vocab, 6)),
+                        "abstract": " ".join(rng.choice(vocab, 150, p=zipf)),
+                        "year": 1990 + i % 35,
+                        "authors": [f"Author {i % 97}", f"Author {i % 89}"],
+                        "generation": gen,
+                    }
+                )
+            s.execute(insert(Paper), paper_rows)
+            got = dict(
+                s.execute(
+                    select(Paper.doc_id, Paper.id).where(
+                        Paper.doc_id.in_([r["doc_id"] for r in paper_rows])
+                    )
+                ).all()
+            )
+            for r in paper_rows:
+                pid = got[r["doc_id"]]
+                for n in range(1, pages + 1):
+                    text = " ".join(rng.choice(vocab, 3200, p=zipf))
+                    page_rows.append({"paper_id": pid, "page_number": n, "text": text})
+                for kind, n in [("paper", 0)] + [("page", k) for k in range(1, pages + 1)]:
+                    v = rng.standard_normal(384).astype(np.float32)
+                    v /= np.linalg.norm(v)
+                    b = to_blob(v)
+                    vec_rows.append(
+                        {
+                            "paper_id": pid,
+                            "kind": kind,
+                            "page_number": n,
+                            "chroma_id": r["doc_id"] if kind == "paper" else f"{r['doc_id']}:{n}",
+                            "model": "all-MiniLM-L6-v2",
+                            "model_revision": "bench",
+                            "dimension": 384,
+                            "vector": b,
+                            "checksum": checksum(b),
+                            "generation": gen,
+                        }
+                    )
+            s.execute(insert(Page), page_rows)
+            s.execute(insert(Vector), vec_rows)
+        with ctx.db.read() as s:
+            rows = s.execute(
+                select(Vector, Paper)
+                .join(Paper, Paper.id == Vector.paper_id)
+                .where(Paper.doc_id.in_([r["doc_id"] for r in paper_rows]))
+            ).all()
+        for kind, name in (("page", PAGES), ("paper", PAPERS)):
+            sel = [(v, p) for v, p in rows if v.kind == kind]
+            ctx.vectors.upsert(
+                name,
+                [v.chroma_id for v, _ in sel],
+                np.vstack([np.frombuffer(v.vector, dtype="<f4") for v, _ in sel]),
+                [chroma_metadata(p, v) for v, p in sel],
+            )
+        print(f"  built {ids[-1] + 1 - start}/{papers} papers", end="\r", flush=True)
+    print()
+
+
+class Writer:
+    """Commits one small row every 10 ms; records the longest commit."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.stop = threading.Event()
+        self.worst = 0.0
+        self.commits = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            with self.ctx.db.write(bump=False) as s:
+                s.add(AuditEntry(action="bench.write", detail={}))
+            self.worst = max(self.worst, time.perf_counter() - t0)
+            self.commits += 1
+            time.sleep(0.01)
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--papers", type=int, default=2000)
+    ap.add_argument("--pages", type=int, default=15)
+    ap.add_argument("--pdf-kb", type=int, default=250)
+    ap.add_argument("--data", type=Path, default=Path("/tmp/refserver-bench-backup"))
+    args = ap.parse_args()
+    shutil.rmtree(args.data, ignore_errors=True)
+    settings = make_settings(args.data / "data")
+    ctx = AppContext(settings)
+    res: dict[str, Any] = {}
+    try:
+        t0 = time.perf_counter()
+        build(ctx, args.papers, args.pages, args.pdf_kb)
+        with ctx.db.engine.connect() as c:
+            c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        res["build_s"] = round(time.perf_counter() - t0, 1)
+        db_b = settings.sqlite_path.stat().st_size
+        files_b = du(settings.files_dir)
+        chroma_b = du(settings.chroma_path)
+        total = db_b + files_b + chroma_b
+        res["library"] = {
+            "papers": args.papers,
+            "pages": args.papers * args.pages,
+            "vectors": args.papers * (args.pages + 1),
+            "sqlite_mb": round(db_b / MB),
+            "pdf_mb": round(files_b / MB),
+            "chroma_mb": round(chroma_b / MB),
+            "total_mb": round(total / MB),
+        }
+        print("library", res["library"])
+
+        scratch = args.data / "cp"
+        t0 = time.perf_counter()
+        scratch.mkdir()
+        for src in (settings.sqlite_path, settings.files_dir, settings.chroma_path):
+            subprocess.run(["cp", "-r", str(src), str(scratch)], check=True)
+        cp_all = time.perf_counter() - t0
+        shutil.rmtree(scratch)
+        t0 = time.perf_counter()
+        scratch.mkdir()
+        subprocess.run(["cp", str(settings.sqlite_path), str(scratch)], check=True)
+        cp_db = time.perf_counter() - t0
+        shutil.rmtree(scratch)
+        res["cp"] = {"all_s": round(cp_all, 2), "db_s": round(cp_db, 2)}
+
+        engine = engine_of(ctx)
+
+        def timed(label: str, **kw: Any) -> Any:
+            with Writer(ctx) as w:
+                t = time.perf_counter()
+                m = engine.create(**kw)
+                dt = time.perf_counter() - t
+            assert m.status == "completed", m.error
+            res[label] = {
+                "seconds": round(dt, 2),
+                "stored_mb": round(m.size_compressed / MB, 1),
+                "raw_mb": round(m.size_raw / MB, 1),
+                "barrier_ms": m.barrier_ms,
+                "writer_worst_ms": round(w.worst * 1000, 1),
+                "writer_commits": w.commits,
+            }
+            print(label, res[label])
+            return m
+
+        snap = timed("snapshot", kind="snapshot")
+        res["snapshot"]["mb_per_s"] = round(db_b / MB / res["snapshot"]["seconds"])
+        res["snapshot"]["vs_cp_db"] = round(res["snapshot"]["seconds"] / cp_db, 1)
+        full = timed("full", kind="full", unified=True)
+        res["full"]["mb_per_s"] = round(total / MB / res["full"]["seconds"])
+        res["full"]["vs_cp_all"] = round(res["full"]["seconds"] / cp_all, 1)
+        del snap
+
+        # 1% of the papers change: as many new papers, and 1% of titles edited.
+        n = max(1, args.papers // 100)
+        build(ctx, n, args.pages, args.pdf_kb, start=args.papers)
+        with ctx.db.read() as s:
+            ids = list(s.execute(select(Paper.doc_id).limit(n)).scalars())
+        for doc_id in ids:
+            ctx.library.update_metadata(doc_id, {"title": f"Edited title {doc_id}"})
+        inc = timed("incremental", kind="incremental")
+        res["incremental"]["share_of_full"] = round(inc.size_compressed / full.size_compressed, 4)
+        res["incremental"]["changed_pages"] = inc.sqlite.get("changed_pages")
+
+        t = time.perf_counter()
+        out = restore(engine, inc.id, target_path="bench-check")
+        dt = time.perf_counter() - t
+        res["restore_to_folder"] = {
+            "seconds": round(dt, 2),
+            "mb_per_s": round(total / MB / dt),
+            "chain": len(out["chain"]),
+        }
+        print("restore_to_folder", res["restore_to_folder"])
+        shutil.rmtree(settings.restore_dir / "bench-check")
+        t = time.perf_counter()
+        out = restore(engine, inc.id, force=True)  # as after a disk loss: no safety backup
+        dt = time.perf_counter() - t
+        res["restore_live"] = {
+            "seconds": round(dt, 2),
+            "mb_per_s": round(total / MB / dt),
+            "chroma_reconciled": out["chroma_reconciled"],
+        }
+        print("restore_live", res["restore_live"])
+    finally:
+        ctx.close()
+    print(json.dumps(res, indent=1))
+    (args.data / "result.json").write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
