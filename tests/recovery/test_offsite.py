@@ -86,7 +86,7 @@ def test_folder_copy_is_verified_and_damage_is_found(rctx: Any, tmp_path: Path) 
     inc = next(r for r in result["backups"] if r["backup_id"] == ids[1])
     m = read_manifest(rctx.settings.backups_dir / "metadata", ids[1])
     assert inc["objects_sent"] <= len(m.files_added) + 3
-    # A second push sends nothing and re-verifies.
+    # A second push sends nothing (verified before: not downloaded again).
     again = offsite.push_and_record(rctx, str(dest))
     assert again["ok"] and all(r["skipped"] and r["objects_sent"] == 0 for r in again["backups"])
     with offsite.open_target(str(dest)) as target:
@@ -98,6 +98,9 @@ def test_folder_copy_is_verified_and_damage_is_found(rctx: Any, tmp_path: Path) 
     assert any("checksum mismatch" in p for c in checks for p in c["problems"])
     recorded = offsite.verify_and_record(rctx, str(dest))
     assert recorded["ok"] is False
+    # The damaged copy is no longer counted as verified: the next push re-checks it.
+    assert set(ids) - offsite.previously_verified(rctx, recorded["target"])
+    assert offsite.push_and_record(rctx, str(dest))["ok"] is False
 
 
 def test_damaged_local_member_is_not_shipped(rctx: Any, tmp_path: Path) -> None:
