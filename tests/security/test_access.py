@@ -7,6 +7,7 @@ fails here with a message naming the route and the level its code enforces.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,16 @@ import pytest
 
 from refserver.auth.access import ACCESS, OTHER_ROUTES, access_markdown, app_routes, table_problems
 from refserver.auth.users import ROLES
-from tests.security.conftest import SecApp
+from tests.security.conftest import SecApp, _open
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 UNKNOWN_ID = "987654"
+
+
+@pytest.fixture(scope="module")
+def sec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecApp]:
+    """One app for the whole walk (reading not public), to keep this file fast."""
+    yield from _open(tmp_path_factory.mktemp("walk") / "data", public_read=False)
 
 
 def _url(path: str) -> str:

@@ -281,3 +281,24 @@ def test_login_errors_do_not_echo_passwords(web: TestClient) -> None:
         headers={"Authorization": f"Bearer {_token(web)}"},
     )
     assert r.status_code == 400 and "tiny" not in r.text
+
+
+def test_require_unless_setting(sec: SecApp) -> None:
+    from fastapi import Depends
+
+    from refserver.api.deps import require_unless_setting
+
+    probe = APIRouter()
+
+    @probe.get(
+        "/_probe/optional", dependencies=[Depends(require_unless_setting("public_read", "admin"))]
+    )
+    def optional() -> dict[str, bool]:
+        return {"ok": True}
+
+    sec.app.include_router(probe)  # public_read is off here
+    assert sec.client.get("/_probe/optional").status_code == 401
+    assert sec.client.get("/_probe/optional", headers=sec.headers["editor"]).status_code == 403
+    assert sec.client.get("/_probe/optional", headers=sec.headers["admin"]).status_code == 200
+    sec.ctx.settings.public_read = True  # the setting opens it
+    assert sec.client.get("/_probe/optional").status_code == 200

@@ -75,6 +75,26 @@ def require(role: str):  # noqa: ANN201 - returns a FastAPI dependency
     return dep
 
 
+def require_unless_setting(setting: str, role: str):  # noqa: ANN201 - a FastAPI dependency
+    """``role`` or above, unless the boolean setting ``setting`` opens the route to all.
+
+    For routes like ``/metrics`` that a deployment may choose to expose. Named
+    ``require_<role>`` so the access table check sees the role it enforces.
+    """
+
+    def dep(request: Request, user: OptionalUser) -> Principal | None:
+        if bool(getattr(request.app.state.ctx.settings, setting, False)):
+            return user
+        if user is None:
+            raise HTTPException(401, "sign in required", headers={"WWW-Authenticate": "Bearer"})
+        if not user.can(role):
+            raise HTTPException(403, f"this needs the {role} role")
+        return user
+
+    dep.__name__ = f"require_{role}"
+    return dep
+
+
 def reader_access(request: Request, user: OptionalUser) -> Principal | None:
     """Reading is public when ``public_read`` is on; otherwise a reader is needed."""
     if user is None and not request.app.state.ctx.settings.public_read:

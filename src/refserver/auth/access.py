@@ -87,6 +87,8 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/upload"): _a("editor", "queued ingest; rate limited, sandboxed PDF checks"),
     ("POST", "/upload-priority"): _a("editor", "queued ingest with a priority"),
     ("POST", "/process"): _a("editor", "synchronous ingest"),
+    ("POST", "/upload/batch"): _a("editor", "many files in one request"),
+    ("GET", "/batch/{batch_id}"): _a("read", "progress of a batch"),
     ("GET", "/job/{job_id}"): _a("read"),
     ("GET", "/jobs"): _a("read"),
     ("GET", "/queue/status"): _a("read"),
@@ -135,6 +137,12 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/admin/backup/restore"): _a("superuser", "restore, backup_id in the body"),
     ("DELETE", "/admin/backup/cleanup"): _a("superuser", "apply retention (deletes backups)"),
     ("POST", "/admin/backup/health-check"): _a("admin"),
+    # --- consistency ----------------------------------------------------------------------
+    ("GET", "/admin/consistency/summary"): _a("admin"),
+    ("POST", "/admin/consistency/check"): _a("admin", "run a consistency check"),
+    ("GET", "/admin/consistency/check"): _a("admin", "runs a check on GET too (RefServer compat)"),
+    ("POST", "/admin/consistency/fix"): _a("superuser", "repair disagreements"),
+    ("GET", "/admin/consistency/history"): _a("admin"),
     # --- scheduled protection and disaster recovery -----------------------------------------
     ("GET", "/admin/disaster-recovery/status"): _a("admin", "readiness score"),
     ("POST", "/admin/disaster-recovery/test"): _a("admin", "run a restore drill"),
@@ -159,6 +167,19 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/admin/queue/table"): _a("reader", "HTMX fragment"),
     ("POST", "/admin/queue/{job_id}/cancel"): _a("editor"),
     ("POST", "/admin/queue/{job_id}/retry"): _a("editor"),
+    ("GET", "/admin/backup"): _a("admin", "backup page (checked in the handler)", in_handler=True),
+    ("POST", "/admin/ui/backup/trigger"): _a("admin"),
+    ("POST", "/admin/ui/backup/{backup_id}/verify"): _a("admin"),
+    ("POST", "/admin/ui/backup/{backup_id}/restore"): _a("superuser"),
+    ("GET", "/admin/consistency"): _a(
+        "admin", "consistency page (checked in the handler)", in_handler=True
+    ),
+    ("POST", "/admin/ui/consistency/check"): _a("admin"),
+    ("POST", "/admin/ui/consistency/fix"): _a("superuser"),
+    ("GET", "/admin/disaster-recovery"): _a(
+        "admin", "readiness page (checked in the handler)", in_handler=True
+    ),
+    ("POST", "/admin/ui/disaster-recovery/drill"): _a("admin"),
     ("GET", "/admin/account"): _a("reader", "your account page"),
     ("POST", "/admin/account/password"): _a("reader", "change your own password"),
 }
