@@ -73,7 +73,9 @@ def test_bulk_import_stores_everything_once_with_report(
     # A second run of the same import is a no-op that reports what exists.
     again = bulk_import(ctx, [paper_dir], workers=1)
     assert again.batch_id == rep.batch_id
-    assert len(again.imported) == 6 and len(again.failed) == 1
+    assert len(again.already_stored) == 6 and len(again.failed) == 1
+    assert {o.reason for o in again.already_stored} == {"imported earlier in this batch"}
+    assert not again.imported
     assert len(_papers(ctx)) == 6
     with ctx.db.read() as s:
         n_jobs = s.execute(
@@ -122,7 +124,8 @@ def test_cancel_leaves_the_rest_resumable(ctx: Any, paper_dir: Path) -> None:
     rest = bulk_import(ctx, [paper_dir], workers=1)
     assert not rest.cancelled
     assert len(_papers(ctx)) == 6
-    assert len(rest.imported) == 6  # earlier and resumed ones, none twice
+    assert len(rest.already_stored) == stored  # not redone
+    assert len(rest.imported) == 6 - stored
 
 
 CHILD = """

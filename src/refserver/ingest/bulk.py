@@ -182,6 +182,7 @@ class BulkReport:
             "imported": [asdict(o) for o in self.imported],
             "duplicates": [asdict(o) for o in self.duplicates],
             "already_stored": [asdict(o) for o in self.already_stored],
+            "skipped": [asdict(o) for o in self.already_stored],  # name used by `import`
             "failed": [asdict(o) for o in self.failed],
             "cancelled_files": [asdict(o) for o in self.by_status("cancelled")],
         }
@@ -491,19 +492,22 @@ def bulk_import(
                     _unlink(job.staged_path)
                     # Killed between the SQLite commit and ChromaDB: re-sync (idempotent).
                     ctx.library.sync_paper_vectors(doc_id)
-            status = "already_stored"
-            if job is not None and job.paper_id == doc_id and job.status == "completed":
-                summ = job.result_summary or {}
-                if not summ.get("duplicate_file"):
-                    status = "duplicate" if summ.get("duplicate_of") else "imported"
+            earlier = (
+                job is not None
+                and job.paper_id == doc_id
+                and job.status == "completed"
+                and not (job.result_summary or {}).get("duplicate_file")
+            )
             rep.outcomes.append(
                 FileOutcome(
                     str(f),
-                    status,
+                    "already_stored",
                     jid,
                     doc_id=doc_id,
                     sha256=sha,
-                    reason="identical file already stored" if status == "already_stored" else None,
+                    reason="imported earlier in this batch"
+                    if earlier
+                    else "identical file already stored",
                 )
             )
             continue
