@@ -60,7 +60,12 @@ def build(ctx: AppContext, papers: int, pages: int, pdf_kb: int, start: int = 0)
     rng = np.random.default_rng(start + 1)
     vocab = vocabulary(rng)
     zipf = 1.0 / np.arange(1, len(vocab) + 1) ** 1.05
-    zipf /= zipf.sum()
+    cdf = np.cumsum(zipf / zipf.sum())
+
+    def words(n: int) -> str:
+        idx = np.minimum(np.searchsorted(cdf, rng.random(n)), len(vocab) - 1)
+        return " ".join(vocab[idx])
+
     files_root = ctx.settings.files_dir
     batch = 100
     for b0 in range(start, start + papers, batch):
@@ -84,7 +89,7 @@ def build(ctx: AppContext, papers: int, pages: int, pdf_kb: int, start: int = 0)
                         "file_size": size,
                         "page_count": pages,
                         "title": f"Synthetic paper {i} on " + " ".join(rng.choice(vocab, 6)),
-                        "abstract": " ".join(rng.choice(vocab, 150, p=zipf)),
+                        "abstract": words(150),
                         "year": 1990 + i % 35,
                         "authors": [f"Author {i % 97}", f"Author {i % 89}"],
                         "generation": gen,
@@ -101,7 +106,7 @@ def build(ctx: AppContext, papers: int, pages: int, pdf_kb: int, start: int = 0)
             for r in paper_rows:
                 pid = got[r["doc_id"]]
                 for n in range(1, pages + 1):
-                    text = " ".join(rng.choice(vocab, 3200, p=zipf))
+                    text = words(3200)
                     page_rows.append({"paper_id": pid, "page_number": n, "text": text})
                 for kind, n in [("paper", 0)] + [("page", k) for k in range(1, pages + 1)]:
                     v = rng.standard_normal(384).astype(np.float32)

@@ -158,3 +158,46 @@ def test_restore_and_cleanup(client: TestClient, auth: dict, tmp_path: Path) -> 
     done = r.json()
     assert done["deleted"] == [bid]
     assert client.get("/admin/backup/history", headers=auth).json()["total"] == 1
+
+
+def _wait_restore(client: TestClient, job_id: str, headers: dict, timeout: float = 180) -> dict:
+    """Poll a restore job: its record briefly vanishes while the old database is swapped out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get(f"/job/{job_id}", headers=headers)
+        if r.status_code == 200 and r.json()["status"] in ("completed", "failed", "cancelled"):
+            return r.json()
+        assert r.status_code in (200, 404, 503), r.text
+        time.sleep(0.2)
+    raise AssertionError(f"restore job {job_id} did not finish")
+
+
+def test_large_libraries_back_up_and_restore_as_jobs(
+    client: TestClient, auth: dict, tmp_path: Path, monkeypatch
+) -> None:
+    from refserver.safety import service
+    from tests.conftest import wait_job
+
+    ctx = client.app.state.ctx
+    add_direct(ctx, tmp_path, 1)
+    monkeypatch.setattr(service, "SYNC_LIMIT_BYTES", 0)  # every library counts as large
+    r = client.post("/admin/backup/trigger", headers=auth, data={"backup_type": "full"})
+    assert r.status_code == 200, r.text
+    queued = r.json()
+    assert queued["status"] == "queued" and queued["job_id"]
+    job = wait_job(client, queued["job_id"], auth)
+    assert job["status"] == "completed", job
+    assert job["result_summary"]["backup_id"] == queued["backup_id"]
+    h = client.get("/admin/backup/history", headers=auth).json()
+    assert h["backups"][0]["backup_id"] == queued["backup_id"]
+    assert h["backups"][0]["status"] == "completed"
+
+    add_direct(ctx, tmp_path, 2)
+    r = client.post(f"/admin/backup/restore/{queued['backup_id']}", headers=auth)
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    job = _wait_restore(client, r.json()["job_id"], auth)
+    assert job["status"] == "completed", job
+    assert job["result_summary"]["generation"] == h["backups"][0]["generation"]
+    assert len(library_state(ctx)["papers"]) == 1

@@ -566,16 +566,19 @@ class BackupEngine:
         """Re-read every member of the backup's chain, rebuild it in scratch and check it."""
         from refserver.safety.restore import materialize
 
-        m = self.get(backup_id)
-        result = VerifyResult(backup_id)
-        scratch = self.layout.staging / f"verify-{backup_id}-{os.getpid()}-{threading.get_ident()}"
-        try:
-            materialize(self, m, scratch, result, files=True)
-        except Exception as exc:
-            if not any(not c.ok for c in result.checks):
-                result.checks.append(Check("restore", "failed", str(exc)))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        with self.lock:  # a prune must not remove members while they are read
+            m = self.get(backup_id)
+            result = VerifyResult(backup_id)
+            scratch = (
+                self.layout.staging / f"verify-{backup_id}-{os.getpid()}-{threading.get_ident()}"
+            )
+            try:
+                materialize(self, m, scratch, result, files=True)
+            except Exception as exc:
+                if not any(not c.ok for c in result.checks):
+                    result.checks.append(Check("restore", "failed", str(exc)))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         if update:
             m.verified = result.ok
             m.verified_at = now_iso()

@@ -19,8 +19,8 @@ from refserver.safety import retention
 from refserver.safety.backup import BackupError, ChainGap, engine_of
 from refserver.safety.manifest import ManifestError, valid_id
 from refserver.safety.restore import NotFound, TargetRefused, confine_target, parse_at, resolve
+from refserver.safety import service
 from refserver.safety.service import (
-    SYNC_LIMIT_BYTES,
     library_bytes,
     record_public,
     register_jobs,
@@ -189,7 +189,7 @@ async def _restore(request: Request, ctx: Any, user: Any, backup_id: str | None)
         raise HTTPException(404, str(exc)) from None
     except ChainGap as exc:
         raise HTTPException(409, str(exc)) from None
-    if library_bytes(ctx) >= SYNC_LIMIT_BYTES:
+    if library_bytes(ctx) >= service.SYNC_LIMIT_BYTES:
         params = {"backup_id": target.id, "at": None, "target_path": target_path}
         job_id = ctx.jobs.create(
             kind="restore", filename=target.id, params=params, created_by=user.username
