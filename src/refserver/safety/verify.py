@@ -70,7 +70,7 @@ class VerifyResult:
         return {
             "backup_id": self.backup_id,
             "integrity_check": "passed" if self.ok else "failed",
-            "checks": [asdict(c) for c in self.checks],
+            "checks": [{**asdict(c), "ok": c.ok} for c in self.checks],
         }
 
 
