@@ -138,7 +138,7 @@ def run_bulk(files: list[Path], data: Path, workers: int | None) -> dict[str, An
         ctx.embedder()
         from refserver.embedding.model import get_embedder
 
-        get_embedder(1, ctx.settings.embedding_batch_size)  # the bulk engine's session
+        get_embedder(1, 1)  # the bulk engine's session
         with CpuMeter() as cpu:
             last = [0.0]
 

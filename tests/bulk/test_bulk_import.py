@@ -13,11 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 
 from refserver.context import AppContext
+from refserver.embedding.model import from_blob
 from refserver.ingest.bulk import BulkProgress, batch_status, bulk_import
-from refserver.storage.models import Job, Page, Paper
+from refserver.ingest.extract import PageText
+from refserver.ingest.metadata import ExtractedMetadata
+from refserver.storage.models import Job, Page, Paper, Vector
 from tests.bulk.synth import make_paper_pdf
 from tests.conftest import make_settings
 
@@ -53,6 +57,19 @@ def test_bulk_import_stores_everything_once_with_report(
     # Vectors reached ChromaDB: 2 pages + 1 paper vector per paper.
     assert ctx.vectors.count("pages") == 12
     assert ctx.vectors.count("papers") == 6
+    # The bulk engine's vectors are the sequential pipeline's (batching differs only).
+    with ctx.db.read() as s:
+        paper = ctx.library.get(s, papers[0].doc_id, with_pages=True)
+        rows = s.execute(select(Vector).where(Vector.paper_id == paper.id)).scalars().all()
+        pages = [
+            PageText(p.page_number, p.text, p.text_source, p.quality, False) for p in paper.pages
+        ]
+    page_vecs, paper_vec = ctx.pipeline.embed_pages(
+        pages, ExtractedMetadata(title=paper.title, abstract=paper.abstract)
+    )
+    stored = {(r.kind, r.page_number): from_blob(r.vector) for r in rows}
+    assert float(np.dot(stored[("paper", 0)], paper_vec)) > 0.999
+    assert float(np.dot(stored[("page", 1)], page_vecs[0])) > 0.999
     # Progress carried rates and reached the end.
     last = seen[-1]
     assert last.files_done == last.files_total == 7
