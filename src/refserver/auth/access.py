@@ -170,7 +170,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/admin/backup"): _a("admin", "backup page (checked in the handler)", in_handler=True),
     ("POST", "/admin/ui/backup/trigger"): _a("admin"),
     ("POST", "/admin/ui/backup/{backup_id}/verify"): _a("admin"),
-    ("POST", "/admin/ui/backup/{backup_id}/restore"): _a("superuser"),
+    ("POST", "/admin/ui/backup/{backup_id}/restore"): _a(
+        "superuser", "asks for the password again (checked in the handler)"
+    ),
     ("GET", "/admin/consistency"): _a(
         "admin", "consistency page (checked in the handler)", in_handler=True
     ),

@@ -73,17 +73,17 @@ class RateLimits:
             "upload": parse(config.upload),
         }
 
-    def hit(self, kind: str, *keys: str) -> int | None:
-        """Count one request; ``None`` if allowed, else seconds until it would be."""
+    def hit(self, kind: str, *keys: str, cost: int = 1) -> int | None:
+        """Count ``cost`` requests; ``None`` if allowed, else seconds until it would be."""
         item = self._items[kind]
-        if self._limiter.hit(item, kind, *keys):
+        if self._limiter.hit(item, kind, *keys, cost=cost):
             return None
         stats = self._limiter.get_window_stats(item, kind, *keys)
         return max(1, int(stats.reset_time - time.time()) + 1)
 
-    def check(self, kind: str, *keys: str) -> None:
-        """Count one request or raise 429 with ``Retry-After``."""
-        retry = self.hit(kind, *keys)
+    def check(self, kind: str, *keys: str, cost: int = 1) -> None:
+        """Count ``cost`` requests (e.g. files of a batch) or raise 429 with ``Retry-After``."""
+        retry = self.hit(kind, *keys, cost=cost)
         if retry is not None:
             what = "login attempts" if kind.startswith("login") else "uploads"
             raise HTTPException(
