@@ -82,6 +82,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -635,29 +636,52 @@ def _want(snap: Snapshot, kind: str) -> dict[str, tuple[VecRow, PaperRow]]:
     return out
 
 
+SCAN_PAGE = 5000
+SCAN_THREADS = 2  # ChromaDB's Rust core releases the GIL: two windows at once ~halve the scan
+
+
 def _scan_chroma(
     vectors: VectorIndex, name: str, deep: bool, ids: list[str] | None = None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """ChromaDB's metadata (and embeddings when deep) of every entry, or of ``ids``.
+
+    Metadata reads dominate a check (ChromaDB stores each key as a row), so the
+    full scan reads fixed offset windows in parallel threads. Entries moved by a
+    concurrent write may be missed by this pass; suspects are confirmed later.
+    """
     include = ["metadatas", "embeddings"] if deep else ["metadatas"]
     metas: dict[str, dict[str, Any]] = {}
     embs: dict[str, Any] | None = {} if deep else None
 
-    def take(got_ids: list[str], res: dict[str, Any]) -> None:
+    def take(res: dict[str, Any]) -> int:
+        got = res["ids"]
         ms = res.get("metadatas")
         es = res.get("embeddings") if deep else None
-        for i, cid in enumerate(got_ids):
-            metas[cid] = dict((ms[i] if ms is not None else None) or {})
+        for i, cid in enumerate(got):
+            metas[cid] = (ms[i] if ms is not None else None) or {}
             if embs is not None and es is not None:
                 embs[cid] = es[i]
+        return len(got)
 
-    if ids is None:
-        for got, res in vectors.iter_entries(name, include=include):
-            take(list(got), res)
-    else:
+    if ids is not None:
         for start in range(0, len(ids), 2000):
-            chunk = ids[start : start + 2000]
-            res = vectors.get(name, chunk, include=include)
-            take(list(res["ids"]), res)
+            take(vectors.get(name, ids[start : start + 2000], include=include))
+        return metas, embs
+    col = vectors.collection(name)
+
+    def window(offset: int) -> dict[str, Any]:
+        return col.get(include=include, limit=SCAN_PAGE, offset=offset)
+
+    total = vectors.count(name)
+    offsets = list(range(0, total, SCAN_PAGE))
+    with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        for res in pool.map(window, offsets):
+            take(res)
+    offset = len(offsets) * SCAN_PAGE
+    while True:  # entries added since count(): keep reading until a short window
+        if take(window(offset)) < SCAN_PAGE:
+            break
+        offset += SCAN_PAGE
     return metas, embs
 
 
@@ -920,13 +944,6 @@ def check(
     wanted = _validate_types(types)
     t0 = time.monotonic()
     started = datetime.now(UTC)
-    snap = _snapshot(parts.db)
-    issues: list[Issue] = []
-    counts: dict[str, int] = {
-        "sqlite_papers": len(snap.papers),
-        "sqlite_pages": snap.page_count,
-        "sqlite_vectors": len(snap.vectors),
-    }
     index_types = {
         "missing_in_chromadb",
         "missing_in_sqlite",
@@ -935,26 +952,49 @@ def check(
         "metadata_mismatch",
         "count_mismatch",
     }
+    scan_index = parts.vectors is not None and bool(wanted & index_types)
+    # The SQLite snapshot, the ChromaDB scans and integrity_check are independent
+    # reads: overlap them (SQLite and ChromaDB release the GIL while they work).
+    with ThreadPoolExecutor(4) as pool:
+        f_snap = pool.submit(_snapshot, parts.db)
+        f_integ = pool.submit(_integrity_issues, parts.db) if "sqlite_integrity" in wanted else None
+        f_scan = {
+            name: pool.submit(_scan_chroma, parts.vectors, name, deep)
+            for name in ((PAGES, PAPERS) if scan_index and parts.vectors is not None else ())
+        }
+        f_mine = {
+            name: pool.submit(_sqlite_vectors, parts.db, KIND_OF[name])
+            for name in (f_scan if deep else ())
+        }
+        snap = f_snap.result()
+        scans = {name: f.result() for name, f in f_scan.items()}
+        mine_all = {name: f.result() for name, f in f_mine.items()}
+        integrity = f_integ.result() if f_integ is not None else []
+    issues: list[Issue] = []
+    counts: dict[str, int] = {
+        "sqlite_papers": len(snap.papers),
+        "sqlite_pages": snap.page_count,
+        "sqlite_vectors": len(snap.vectors),
+    }
     dropped = 0
-    if parts.vectors is not None and wanted & index_types:
+    if scans:
         found: dict[str, list[Issue]] = {}
-        for name in (PAGES, PAPERS):
+        for name, (have, embs) in scans.items():
             want = _want(snap, KIND_OF[name])
-            have, embs = _scan_chroma(parts.vectors, name, deep)
-            mine = _sqlite_vectors(parts.db, KIND_OF[name]) if deep else None
-            found[name] = _compare_collection(name, want, have, embs, snap, None, mine)
+            found[name] = _compare_collection(
+                name, want, have, embs, snap, None, mine_all.get(name)
+            )
             counts[f"chromadb_{name}"] = len(have)
             counts[f"sqlite_{name}_vectors"] = len(want)
         if confirm and any(found.values()):
             found, dropped = _confirm(parts, found, deep)
         for name in (PAGES, PAPERS):
-            issues.extend(found[name])
+            issues.extend(found.get(name, []))
         issues.extend(_count_issues(parts, counts, confirm))
+    issues.extend(integrity)
     issues.extend(_unvectored_issues(snap))
     issues.extend(_sqlite_model_issues(snap, parts))
     issues.extend(_orphan_row_issues(snap))
-    if "sqlite_integrity" in wanted:
-        issues.extend(_integrity_issues(parts.db))
     if wanted & {"pdf_missing", "pdf_checksum_mismatch", "pdf_unreferenced"}:
         issues.extend(_file_issues(snap, parts.files, parts.grace_seconds, hash_files))
     issues = [i for i in issues if i.type in wanted]
