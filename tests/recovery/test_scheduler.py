@@ -243,3 +243,22 @@ def test_app_starts_the_scheduler_and_shows_it(tmp_path: Path) -> None:
     lock = sch.SchedulerLock(settings.data_dir / "scheduler.lock")
     assert lock.try_acquire()
     lock.release()
+
+
+def test_a_bad_schedule_setting_does_not_take_the_server_down(tmp_path: Path) -> None:
+    from refserver.context import AppContext
+
+    settings = recovery_settings(tmp_path / "data", schedule_drill="61 * * * *")
+    ctx = AppContext(settings, with_vectors=False)
+    try:
+        handle = sch.start_scheduler(ctx)
+        assert handle.running is False
+        assert "failed to start" in handle.reason and "schedule" in handle.reason
+        state = sch.scheduler_state(ctx)
+        assert state["scheduler_running"] is False and state["reason"] == handle.reason
+        lock = sch.SchedulerLock(settings.data_dir / "scheduler.lock")
+        assert lock.try_acquire()  # released: a fixed process can take over
+        lock.release()
+    finally:
+        ctx.scheduler.shutdown()
+        ctx.close()

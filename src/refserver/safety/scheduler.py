@@ -506,8 +506,7 @@ class ProtectionScheduler:
             if self.running:
                 return True
             if self.lock.try_acquire():
-                self._start_locked()
-                return True
+                return self._start_or_explain()
             self.reason = (
                 f"another process (pid {self.lock.holder()}) holds {self.lock.path}: "
                 "it runs the schedule for this data folder"
@@ -528,11 +527,24 @@ class ProtectionScheduler:
                         return
                     if self.lock.try_acquire():
                         log.info("scheduler lock taken over; starting the schedule")
-                        self._start_locked()
+                        self._start_or_explain()
                         return
 
         self._standby = threading.Thread(target=retry, name="scheduler-standby", daemon=True)
         self._standby.start()
+
+    def _start_or_explain(self) -> bool:
+        """Start; a bad setting (time zone, crontab) must not take the server down with it."""
+        try:
+            self._start_locked()
+        except Exception as exc:
+            self.lock.release()
+            self.reason = (
+                f"failed to start: {type(exc).__name__}: {exc} (check the schedule settings)"
+            )
+            log.exception("scheduler failed to start")
+            return False
+        return True
 
     def _start_locked(self) -> None:
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
@@ -556,7 +568,6 @@ class ProtectionScheduler:
             self._sync_jobs(sched)
         except Exception:
             sched.shutdown(wait=False)
-            self.lock.release()
             raise
         sched.add_listener(self._on_skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         _HANDLES[self.key] = self
