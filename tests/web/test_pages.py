@@ -7,7 +7,6 @@ tested fast, without ingesting PDFs.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from refserver.storage.library import PageInput, PaperInput
-from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.conftest import ADMIN_PASSWORD, make_settings, make_text_pdf
 from tests.web.conftest import csrf_from, form_login
 
 RNG = np.random.default_rng(7)
@@ -32,17 +31,22 @@ def unit(dim: int = 384) -> np.ndarray:
 def add_paper(
     ctx: Any, title: str, *, authors: list[str], year: int | None, body: str, pages: int = 2
 ) -> str:
-    sha = hashlib.sha256(f"{title}{uuid.uuid4()}".encode()).hexdigest()
+    # A real PDF in the file store, so downloads, page images and backups see a file.
+    texts = [f"{body} (page {i + 1})" for i in range(pages)]
+    pdf = make_text_pdf(ctx.settings.staging_dir / f"{uuid.uuid4()}.pdf", texts, title=title)
+    sha = ctx.files.put(pdf)
+    size = pdf.stat().st_size
+    pdf.unlink()
     return ctx.library.add_paper(
         PaperInput(
             file_sha256=sha,
-            file_size=1000,
+            file_size=size,
             filename=f"{title[:20].replace(' ', '_').lower()}.pdf",
             page_count=pages,
             pages=[
                 PageInput(
                     number=i + 1,
-                    text=f"{body} (page {i + 1})",
+                    text=texts[i],
                     source="ocr" if i else "text_layer",
                     quality=0.9,
                     vector=unit(),

@@ -674,7 +674,7 @@ def bar_chart(
     top = top if top > 0 else 1.0
     n = len(points)
     slot = plot_w / n
-    bar_w = max(2.0, slot * 0.7)
+    bar_w = min(max(2.0, slot * 0.7), 56.0)
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg">',
@@ -716,15 +716,96 @@ def bar_chart(
 
 def readiness_brief(ctx: Any) -> dict[str, Any] | None:
     """Readiness for the dashboard, from the recovery area when this build has it."""
-    status = recovery_status(ctx)
-    if not status.get("available"):
-        return None
-    return status.get("data")
+    status = recovery_view(ctx)
+    return status["readiness"] if status["available"] else None
 
 
-def recovery_status(ctx: Any) -> dict[str, Any]:
-    """Placeholder until the recovery area is read (see recovery pages)."""
-    return {"available": False}
+def scheduler_jobs(ctx: Any) -> dict[str, Any]:
+    """Scheduled protection jobs with next run times (planned ones when not running)."""
+    sched_mod = optional_module("refserver.safety.scheduler")
+    handle = ctx.scheduler
+    if sched_mod is None:
+        return {"available": False, "running": False, "jobs": [], "reason": ""}
+    state = sched_mod.scheduler_state(ctx)
+    jobs = handle.jobs() if hasattr(handle, "jobs") else sched_mod.planned_jobs(ctx.settings)
+    return {
+        "available": True,
+        "running": bool(state.get("scheduler_running")),
+        "reason": state.get("reason", ""),
+        "timezone": state.get("timezone", ""),
+        "jobs": jobs,
+        "recent_runs": sched_mod.recent_runs(ctx.db, 10),
+    }
+
+
+def backup_view(ctx: Any, limit: int = 50) -> dict[str, Any]:
+    """Status, history, chart and schedule for the backup page."""
+    service = optional_module("refserver.safety.service")
+    backup = optional_module("refserver.safety.backup")
+    if service is None or backup is None:
+        return {"available": False}
+    status = service.status_public(ctx)
+    manifests = backup.engine_of(ctx).manifests()
+    history = [service.record_public(m) for m in reversed(manifests)]
+    return {
+        "available": True,
+        "status": status,
+        "history": history[:limit],
+        "total": len(history),
+        "chart": backup_chart(history),
+        "schedule": scheduler_jobs(ctx),
+    }
+
+
+def backup_chart(history: list[dict[str, Any]], last: int = 30) -> Markup:
+    """Bars: each backup's stored size; line: bytes all listed backups use by then."""
+    done = [b for b in reversed(history) if b.get("status") == "completed"][-last:]
+    points: list[tuple[str, float]] = []
+    running: list[float] = []
+    total = 0.0
+    for b in done:
+        size = float(b.get("size_bytes") or 0)
+        total += size
+        created = str(b.get("created_at") or "")
+        label = created[5:16].replace("T", " ") if len(created) >= 16 else b.get("backup_id", "")
+        points.append((f"{label} {b.get('type', '')}".strip(), size))
+        running.append(total)
+    return bar_chart(
+        points,
+        title="Backup sizes (bars) and backup storage used (line) over time",
+        line=running,
+        line_label="Backup storage used",
+    )
+
+
+def consistency_view(ctx: Any) -> dict[str, Any]:
+    """Summary, the last check's issues and the history for the consistency page."""
+    consistency = optional_module("refserver.safety.consistency")
+    if consistency is None:
+        return {"available": False}
+    last = consistency.last_check(ctx.db)
+    last_result = dict(last.result or {}) if last is not None else None
+    return {
+        "available": True,
+        "summary": consistency.summary(ctx),
+        "last": last_result,
+        "last_id": last.id if last is not None else None,
+        "history": consistency.history(ctx.db, limit=20),
+        "severities": ("critical", "high", "medium", "low"),
+    }
+
+
+def recovery_view(ctx: Any) -> dict[str, Any]:
+    """Readiness (score, criteria, recommendations), drills and the schedule."""
+    readiness = optional_module("refserver.safety.readiness")
+    if readiness is None:
+        return {"available": False, "readiness": None}
+    return {
+        "available": True,
+        "readiness": readiness.assess(ctx),
+        "drills": check_history(ctx, "drill"),
+        "schedule": scheduler_jobs(ctx),
+    }
 
 
 def check_history(ctx: Any, kind: str, limit: int = 10) -> list[dict[str, Any]]:
@@ -743,7 +824,7 @@ def check_history(ctx: Any, kind: str, limit: int = 10) -> list[dict[str, Any]]:
             for r in s.execute(
                 select(CheckRun)
                 .where(CheckRun.kind == kind)
-                .order_by(CheckRun.started_at.desc())
+                .order_by(CheckRun.started_at.desc(), CheckRun.id.desc())
                 .limit(limit)
             ).scalars()
         ]

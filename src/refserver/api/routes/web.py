@@ -275,3 +275,205 @@ async def change_password(request: Request, ctx: CtxDep, user: CurrentUser) -> R
     ctx.audit("password_change", username=user.username, client=client_ip(request))
     flash(request, "Password changed.")
     return back("/admin/account")
+
+
+# --- backup, consistency, disaster recovery ----------------------------------------
+# Pages need an admin (as the JSON routes do); restore and fix need the superuser.
+# Actions live under /admin/ui/... so they never shadow the areas' JSON routes.
+
+AdminPage = Depends(require("admin"))
+
+
+def _forbidden_page(request: Request, user: Principal, active: str, role: str) -> HTMLResponse:
+    return render(
+        request,
+        user,
+        "forbidden.html",
+        {"role": role},
+        active=active,
+        status_code=403,
+    )
+
+
+@router.get("/backup", response_class=HTMLResponse)
+async def backup_page(request: Request, ctx: CtxDep, user: CurrentUser) -> HTMLResponse:
+    if not user.can("admin"):
+        return _forbidden_page(request, user, "backup", "admin")
+    data = await run_in_threadpool(views.backup_view, ctx)
+    return render(request, user, "backup.html", data, active="backup")
+
+
+def _safety(module: str) -> Any:
+    found = views.optional_module(module)
+    if found is None:
+        raise HTTPException(404, "not available in this build")
+    return found
+
+
+@router.post("/ui/backup/trigger", response_model=None)
+async def backup_trigger(request: Request, ctx: CtxDep, user: Principal = AdminPage) -> Response:
+    service = _safety("refserver.safety.service")
+    backup = _safety("refserver.safety.backup")
+    form = await request.form()
+    kind = str(form.get("backup_type") or "full")
+    if kind not in ("snapshot", "full", "incremental"):
+        flash(request, "Choose snapshot, full or incremental.", "error")
+        return back("/admin/backup")
+    retention = str(form.get("retention_days") or "").strip()
+    if retention and not retention.isdigit():
+        flash(request, "Retention must be a whole number of days, or empty.", "error")
+        return back("/admin/backup")
+    params = {
+        "kind": kind,
+        "compress": form.get("compress") == "true",
+        "description": str(form.get("description") or "")[:500],
+        "retention_days": int(retention) if retention else None,
+        "unified": form.get("unified") == "true",
+    }
+    try:
+        out = await run_in_threadpool(service.submit_backup, ctx, params, user.username)
+    except backup.BackupError as exc:
+        flash(request, f"Backup refused: {exc}", "error")
+        return back("/admin/backup")
+    if out.get("status") == "queued":
+        flash(request, f"Backup {out['backup_id']} queued as a job; it appears here when done.")
+    elif out.get("status") == "completed":
+        flash(request, f"Backup {out['backup_id']} completed and verified.")
+    else:
+        flash(
+            request,
+            f"Backup {out['backup_id']}: {out.get('status')} {out.get('error') or ''}",
+            "error",
+        )
+    return back("/admin/backup")
+
+
+@router.post("/ui/backup/{backup_id}/verify", response_model=None)
+async def backup_verify(
+    request: Request, backup_id: str, ctx: CtxDep, user: Principal = AdminPage
+) -> Response:
+    backup = _safety("refserver.safety.backup")
+    manifest = _safety("refserver.safety.manifest")
+    engine = backup.engine_of(ctx)
+    if not manifest.valid_id(backup_id) or not engine.exists(backup_id):
+        raise HTTPException(404, f"no backup {backup_id}")
+    result = (await run_in_threadpool(engine.verify, backup_id)).to_dict()
+    ctx.audit(
+        "backup.verify",
+        username=user.username,
+        target=backup_id,
+        detail={"ok": result.get("integrity_check") == "passed"},
+    )
+    if result.get("integrity_check") == "passed":
+        flash(request, f"Backup {backup_id} verified: every check passed.")
+    else:
+        failed = [c.get("name", "?") for c in result.get("checks", []) if not c.get("ok", True)]
+        flash(
+            request,
+            f"Backup {backup_id} FAILED verification: {', '.join(failed) or 'see the log'}.",
+            "error",
+        )
+    return back("/admin/backup")
+
+
+@router.post("/ui/backup/{backup_id}/restore", response_model=None)
+async def backup_restore(
+    request: Request, backup_id: str, ctx: CtxDep, user: Principal = SuperPage
+) -> Response:
+    """Restore over the live library, as a job, after the user confirmed with a password."""
+    backup = _safety("refserver.safety.backup")
+    manifest = _safety("refserver.safety.manifest")
+    engine = backup.engine_of(ctx)
+    if not manifest.valid_id(backup_id) or not engine.exists(backup_id):
+        raise HTTPException(404, f"no backup {backup_id}")
+    form = await request.form()
+    if form.get("confirm") != "yes":
+        flash(request, "Tick the confirmation box to restore.", "error")
+        return back("/admin/backup")
+    try:
+        await run_in_threadpool(
+            ctx.accounts.confirm_password, user, str(form.get("confirm_password") or "")
+        )
+    except AuthError as exc:
+        ctx.audit("reauth_failed", username=user.username, target=request.url.path)
+        flash(request, str(exc) if exc.locked else "Password confirmation failed.", "error")
+        return back("/admin/backup")
+    job_id = ctx.jobs.create(
+        kind="restore",
+        filename=backup_id,
+        params={"backup_id": backup_id, "at": None, "target_path": None},
+        created_by=user.username,
+    )
+    ctx.queue.enqueue(job_id, "urgent")
+    ctx.audit("backup.restore", username=user.username, target=backup_id, detail={"job_id": job_id})
+    flash(
+        request,
+        f"Restore of {backup_id} started (a safety backup is taken first). Follow it on the Jobs page.",
+    )
+    return back("/admin/queue")
+
+
+@router.get("/consistency", response_class=HTMLResponse)
+async def consistency_page(request: Request, ctx: CtxDep, user: CurrentUser) -> HTMLResponse:
+    if not user.can("admin"):
+        return _forbidden_page(request, user, "consistency", "admin")
+    data = await run_in_threadpool(views.consistency_view, ctx)
+    return render(request, user, "consistency.html", data, active="consistency")
+
+
+@router.post("/ui/consistency/check", response_model=None)
+async def consistency_check(request: Request, ctx: CtxDep, user: Principal = AdminPage) -> Response:
+    consistency = _safety("refserver.safety.consistency")
+    out = await run_in_threadpool(lambda: consistency.run_check(ctx, username=user.username))
+    kind = "ok" if out["total_issues"] == 0 else "error"
+    flash(
+        request,
+        f"Check finished in {out['duration_seconds']:.2f} s: {out['total_issues']} issue(s), "
+        f"status {out['overall_status']}.",
+        kind,
+    )
+    return back("/admin/consistency")
+
+
+@router.post("/ui/consistency/fix", response_model=None)
+async def consistency_fix(request: Request, ctx: CtxDep, user: Principal = SuperPage) -> Response:
+    consistency = _safety("refserver.safety.consistency")
+    form = await request.form()
+    dry_run = form.get("dry_run") == "true"
+    rebuild = form.get("rebuild_index") == "true"
+    try:
+        report = await run_in_threadpool(
+            lambda: consistency.fix(ctx, None, rebuild, dry_run=dry_run, username=user.username)
+        )
+    except ValueError as exc:
+        flash(request, str(exc), "error")
+        return back("/admin/consistency")
+    out = report.to_dict()
+    verb = "Would repair" if dry_run else "Repaired"
+    flash(
+        request,
+        f"{verb} {out['fixed_count']} issue(s); {out['failed_count']} could not be repaired.",
+        "ok" if out["failed_count"] == 0 else "error",
+    )
+    return back("/admin/consistency")
+
+
+@router.get("/disaster-recovery", response_class=HTMLResponse)
+async def recovery_page(request: Request, ctx: CtxDep, user: CurrentUser) -> HTMLResponse:
+    if not user.can("admin"):
+        return _forbidden_page(request, user, "recovery", "admin")
+    data = await run_in_threadpool(views.recovery_view, ctx)
+    return render(request, user, "recovery.html", data, active="recovery")
+
+
+@router.post("/ui/disaster-recovery/drill", response_model=None)
+def recovery_drill(request: Request, ctx: CtxDep, user: Principal = AdminPage) -> Response:
+    """Queue a restore drill (the ``drill`` job kind of the recovery area)."""
+    _safety("refserver.safety.drill")
+    job_id = ctx.jobs.create(
+        kind="drill", filename="restore drill", params={"backup_id": None}, created_by=user.username
+    )
+    ctx.queue.enqueue(job_id, "normal")
+    ctx.audit("dr.drill", username=user.username, client=client_ip(request))
+    flash(request, "Restore drill started; the result appears below when it finishes.")
+    return back("/admin/disaster-recovery")
