@@ -6,6 +6,7 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from refserver.safety.consistency import Parts, check, check_parts, fix, summary
 from refserver.storage.files import FileStore, sha256_file
 from refserver.storage.models import Paper, Vector
 from refserver.storage.vectors import PAGES, PAPERS, VectorIndex
-from tests.conftest import make_text_pdf
+from tests.conftest import make_settings, make_text_pdf
 
 OLD = time.time() - 10 * 24 * 3600  # an mtime well past any grace period
 
@@ -40,15 +41,42 @@ def ingest(ctx: Any, path: Path) -> str:
     return job.paper_id
 
 
-@pytest.fixture
-def lib(ctx: Any, tmp_path: Path) -> dict[str, str]:
-    """Three small synthetic papers ingested through the real pipeline: {key: doc_id}."""
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """Three small synthetic papers ingested once through the real pipeline."""
+    from refserver.context import AppContext
+
+    tmp = tmp_path_factory.mktemp("consistency-template")
+    data = tmp / "data"
+    context = AppContext(make_settings(data))
     docs: dict[str, str] = {}
-    for key, pages in (("a", 2), ("b", 3), ("c", 2)):
-        texts = [f"Paper {key} page {n}. " + WORDS[key] * (20 + n) for n in range(1, pages + 1)]
-        pdf = make_text_pdf(tmp_path / f"{key}.pdf", texts, title=f"Study {key.upper()}")
-        docs[key] = ingest(ctx, pdf)
-    return docs
+    try:
+        for key, pages in (("a", 2), ("b", 3), ("c", 2)):
+            texts = [f"Paper {key} page {n}. " + WORDS[key] * (20 + n) for n in range(1, pages + 1)]
+            pdf = make_text_pdf(tmp / f"{key}.pdf", texts, title=f"Study {key.upper()}")
+            docs[key] = ingest(context, pdf)
+    finally:
+        context.close()  # a closed ChromaDB folder copies safely (STACK.md)
+    return data, docs
+
+
+@pytest.fixture
+def ctx(settings: Any, template: tuple[Path, dict[str, str]]) -> Iterator[Any]:
+    """A private copy of the template library (overrides the shared ``ctx``)."""
+    from refserver.context import AppContext
+
+    shutil.copytree(template[0], settings.data_dir)
+    context = AppContext(settings)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def lib(ctx: Any, template: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    """{key: doc_id} of the three papers in ``ctx``."""
+    return dict(template[1])
 
 
 def found(result: consistency.CheckResult) -> set[tuple[str, str]]:
