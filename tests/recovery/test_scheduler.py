@@ -156,8 +156,14 @@ def test_scheduled_backup_prunes_and_records(rctx: Any) -> None:
     m = engine_of(rctx).get(detail["backup"]["backup_id"])
     assert m.tier == "weekly" and m.retention_days == 90  # kept longer
     detail = sch.execute(rctx, "backup_incremental", trigger="manual")
-    assert detail["backup"]["type"] == "incremental"
+    assert detail["backup"]["type"] == "incremental" and "promoted" not in detail
     assert [r["outcome"] for r in sch.recent_runs(rctx.db)] == ["success", "success"]
+
+
+def test_first_hourly_backup_of_a_new_install_is_a_full(rctx: Any) -> None:
+    detail = sch.execute(rctx, "backup_incremental")
+    assert detail["backup"]["type"] == "full" and "took a full" in detail["promoted"]
+    assert sch.execute(rctx, "backup_incremental")["backup"]["type"] == "incremental"
 
 
 CHILD = textwrap.dedent(

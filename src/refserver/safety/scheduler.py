@@ -279,6 +279,10 @@ def run_backup_job(
 ) -> dict[str, Any]:
     """Take a backup through the backup engine, prune, then replicate offsite."""
     engine = backup_engine(ctx)
+    promoted = None
+    if kind == "incremental" and engine.latest_head() is None:
+        # A new install (or one whose fulls were all lost): the hourly job lays the base.
+        kind, promoted = "full", "no verified full backup to build an incremental on: took a full"
     m = engine.create(kind, description=description, retention_days=retention_days, tier=tier)
     detail: dict[str, Any] = {
         "backup": {
@@ -290,6 +294,8 @@ def run_backup_job(
             "duration_seconds": m.duration_seconds,
         }
     }
+    if promoted:
+        detail["promoted"] = promoted
     if m.status != "completed" or not m.verified:
         raise RuntimeError(f"backup {m.id} ended {m.status} (verified={m.verified}): {m.error}")
     detail["prune"] = run_prune(ctx)
