@@ -336,6 +336,32 @@ def offsite_list(target: TargetOpt = None, key: KeyOpt = None) -> None:
             console.print(bid)
 
 
+@offsite_app.command("prune")
+def offsite_prune(
+    keep_days: Annotated[float, typer.Option(help="Keep backups younger than this.")],
+    target: TargetOpt = None,
+    key: KeyOpt = None,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
+) -> None:
+    """Offsite retention: remove old copies (never the newest full or a kept chain's base)."""
+    from refserver.safety.offsite import OffsiteError, prune_remote
+
+    tgt, k = _target_and_key(target, key)
+    try:
+        with tgt:
+            out = prune_remote(tgt, k, keep_days, dry_run=dry_run)
+    except OffsiteError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    verb = "would remove" if dry_run else "removed"
+    for bid in out["removed"]:
+        console.print(f"{verb} {bid}")
+    console.print(
+        f"{verb} {len(out['removed'])} backup(s) and {out['objects_removed']} object(s); "
+        f"kept {len(out['kept'])}"
+    )
+
+
 @offsite_app.command("pull")
 def offsite_pull(
     target: TargetOpt = None,

@@ -79,6 +79,7 @@ class RecoverySettings(Settings):
     alert_min_free_percent: float = 10.0
     offsite_target: str = ""
     offsite_key_file: str | None = None
+    offsite_keep_days: float = 0.0
     offsite_sftp_key_file: str | None = None
     offsite_sftp_password: str | None = None
     offsite_sftp_known_hosts: str | None = None

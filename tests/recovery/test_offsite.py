@@ -286,3 +286,62 @@ def test_s3_copy_against_a_real_s3_endpoint(rctx: Any, tmp_path: Path, s3_endpoi
         assert any(not c["ok"] for c in checks)
         with pytest.raises(offsite.OffsiteError, match="fails its checksum"):
             offsite.pull(target, tmp_path / "fresh", None)
+
+
+def test_offsite_retention_keeps_what_a_restore_needs(rctx: Any, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    ids = two_backups(rctx, tmp_path)  # full, incremental on it
+    add_papers(rctx, tmp_path / "third", 1, seed=9)
+    newer_full = full_backup(rctx).id
+    dest = tmp_path / "usb"
+    key_file = tmp_path / "k.key"
+    key = offsite.generate_key(key_file)
+    assert offsite.push_and_record(rctx, str(dest), str(key_file))["ok"]
+    with offsite.open_target(str(dest)) as target:
+        before = len(target.list("objects"))
+        # Ten days later, keeping 5 days: everything is old, the newest full stays.
+        later = datetime.now(UTC) + timedelta(days=10)
+        plan = offsite.prune_remote(target, key, 5, dry_run=True, now=later)
+        assert plan["kept"] == [newer_full] and plan["removed"] == ids
+        assert len(target.list("objects")) == before  # dry run
+        out = offsite.prune_remote(target, key, 5, now=later)
+        assert out["removed"] == ids and out["objects_removed"] > 0
+        assert offsite.list_remote(target, key) == [newer_full]
+        assert offsite.verify_remote(target, newer_full, key)["ok"]  # shared PDFs kept
+        # An incremental younger than the cutoff keeps its whole chain.
+    fresh = tmp_path / "pulled"
+    with offsite.open_target(str(dest)) as target:
+        assert offsite.pull(target, fresh, key)["pulled"] == [newer_full]
+        # A plaintext copy next to the encrypted ones: prune refuses rather than guess.
+        assert offsite.push_and_record(rctx, str(dest))["ok"]
+        with pytest.raises(offsite.OffsiteError, match="prune refused"):
+            offsite.prune_remote(target, key, 5, now=later)
+
+
+def test_scheduled_backup_is_copied_offsite_and_pruned(rctx: Any, tmp_path: Path) -> None:
+    from refserver.safety.scheduler import execute
+
+    key_file = tmp_path / "k.key"
+    offsite.generate_key(key_file)
+    rctx.settings.offsite_target = str(tmp_path / "nas")
+    rctx.settings.offsite_key_file = str(key_file)
+    rctx.settings.offsite_keep_days = 30
+    first = execute(rctx, "backup_full_daily")
+    assert first["offsite"]["ok"] and first["offsite"]["verified_ids"] == [
+        first["backup"]["backup_id"]
+    ]
+    assert first["offsite"]["pruned"] == []
+    second = execute(rctx, "backup_incremental")
+    assert second["offsite"]["verified_ids"] == [
+        first["backup"]["backup_id"],
+        second["backup"]["backup_id"],
+    ]
+    # A target that cannot be reached fails the job (recorded), after the local backup.
+    rctx.settings.offsite_target = "sftp://nobody@127.0.0.1:1/x"
+    with pytest.raises(offsite.OffsiteError, match="cannot connect to sftp"):
+        execute(rctx, "backup_incremental")
+    from refserver.safety.scheduler import recent_runs
+
+    last = recent_runs(rctx.db, 1)[0]
+    assert last["outcome"] == "failed" and "cannot connect" in last["error"]

@@ -205,6 +205,9 @@ class Target:
     def list(self, prefix: str) -> list[str]:
         raise OffsiteError(f"{type(self).__name__} cannot list files")
 
+    def delete(self, key: str) -> None:
+        raise OffsiteError(f"{type(self).__name__} cannot delete files")
+
     def close(self) -> None:
         return None
 
@@ -255,6 +258,9 @@ class LocalTarget(Target):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def list(self, prefix: str) -> list[str]:
         base = self.root / _check_key(prefix)
         if not base.is_dir():
@@ -302,10 +308,12 @@ class SFTPTarget(Target):
                 allow_agent=False,
                 timeout=timeout,
             )
-        except (paramiko.SSHException, OSError) as exc:
+        except paramiko.SSHException as exc:
             raise OffsiteError(
                 f"cannot connect to {self.description}: {exc} (is its host key in {hosts}?)"
             ) from exc
+        except OSError as exc:
+            raise OffsiteError(f"cannot connect to {self.description}: {exc}") from exc
         self.sftp = self.ssh.open_sftp()
 
     def _path(self, key: str) -> str:
@@ -341,6 +349,12 @@ class SFTPTarget(Target):
             return stat.S_ISREG(self.sftp.stat(self._path(key)).st_mode or 0)
         except FileNotFoundError:
             return False
+
+    def delete(self, key: str) -> None:
+        try:
+            self.sftp.remove(self._path(key))
+        except FileNotFoundError:
+            return
 
     def list(self, prefix: str) -> list[str]:
         out: list[str] = []
@@ -419,6 +433,9 @@ class S3Target(Target):
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list(self, prefix: str) -> list[str]:
         out: list[str] = []
@@ -784,6 +801,68 @@ def pull(
     return {"pulled": pulled, "files_written": files, "target": target.description}
 
 
+def prune_remote(
+    target: Target,
+    key: OffsiteKey | None,
+    keep_days: float,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Offsite retention: drop backups older than ``keep_days``, then unreferenced objects.
+
+    Judged from the offsite catalogs alone (never from the local folder, which may be
+    the thing that was lost). Always kept: the newest full, every backup younger than
+    ``keep_days`` and every backup a kept incremental needs. Any unreadable catalog
+    stops the prune before anything is deleted.
+    """
+    now = now or datetime.now(UTC)
+    cutoff = now.timestamp() - keep_days * 86400
+    other = ".json" if key is not None else ".json.enc"
+    if any(posixpath.basename(n).endswith(other) for n in target.list("catalog")):
+        raise OffsiteError(
+            f"{target.description} holds both encrypted and unencrypted copies: prune refused "
+            "(it could not tell which objects the other kind needs)"
+        )
+    with tempfile.TemporaryDirectory(prefix="offsite-prune-") as tmp:
+        scratch = Path(tmp)
+        catalogs = {
+            bid: _read_catalog(target, bid, key, scratch) for bid in list_remote(target, key)
+        }
+    if not catalogs:
+        return {"removed": [], "kept": [], "objects_removed": 0, "dry_run": dry_run}
+
+    def ts(cat: dict[str, Any]) -> float:
+        return datetime.fromisoformat(str(cat["created"]).replace("Z", "+00:00")).timestamp()
+
+    keep = {bid for bid, cat in catalogs.items() if ts(cat) >= cutoff}
+    fulls = sorted(
+        (b for b, c in catalogs.items() if c.get("kind") == "full"), key=lambda b: ts(catalogs[b])
+    )
+    if fulls:
+        keep.add(fulls[-1])
+    for bid in list(keep):
+        parent = catalogs[bid].get("parent")
+        while parent and parent in catalogs and parent not in keep:
+            keep.add(parent)
+            parent = catalogs[parent].get("parent")
+    removed = sorted(set(catalogs) - keep)
+    needed = {e["object"] for bid in keep for e in catalogs[bid]["members"]}
+    encrypted = key is not None
+    objects = [o for o in target.list("objects") if o not in needed]
+    if not dry_run:
+        for bid in removed:  # catalogs first: a half-pruned backup is simply not listed
+            target.delete(_catalog_key(bid, encrypted))
+        for obj in objects:
+            target.delete(obj)
+    return {
+        "removed": removed,
+        "kept": sorted(keep),
+        "objects_removed": len(objects),
+        "dry_run": dry_run,
+    }
+
+
 # --- what the scheduler and the CLI call ---------------------------------------------------
 
 
@@ -849,7 +928,7 @@ def push_and_record(
             )
         )
     if error:
-        raise OffsiteError(error)
+        raise OffsiteError(error.split(": ", 1)[-1])
     return {"ok": ok, **summary}
 
 

@@ -308,6 +308,12 @@ def run_backup_job(
             raise RuntimeError(
                 f"backup {m.id} taken, but the offsite copy failed: {result['error']}"
             )
+        keep_days = float(setting(ctx.settings, "offsite_keep_days", 0))
+        if keep_days > 0:
+            target, key = offsite.configured(ctx.settings)
+            with target:
+                pruned = offsite.prune_remote(target, key, keep_days)
+            detail["offsite"]["pruned"] = pruned["removed"]
     return detail
 
 
