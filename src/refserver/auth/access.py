@@ -322,9 +322,10 @@ Generated from `src/refserver/auth/access.py` by
   all of theirs. Bearer requests need no CSRF token (no ambient credentials).
 - Login: 10 attempts a minute per client and username and 60 per client (429
   with `Retry-After`); 5 wrong passwords lock the account for 15 minutes (429).
-- Dangerous actions (restore, delete-all) also need the current password again:
-  header `X-Confirm-Password` or field `confirm_password` (missing → 428, wrong →
-  403 and counted as a failed login).
+- Dangerous actions take the current password again (`ReauthDep`): header
+  `X-Confirm-Password` or field `confirm_password` (missing → 428, wrong → 403
+  and counted as a failed login). The table marks the routes that use it
+  ("+ password again"); the web UI's restore form asks for it too.
 - Refuses to start with `REFSERVER_ENVIRONMENT=production` and the default
   `REFSERVER_SECRET_KEY`.
 
