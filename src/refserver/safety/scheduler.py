@@ -517,6 +517,9 @@ class ProtectionScheduler:
         with self._mutex:
             if self.running:
                 return True
+            self._stop.clear()
+            if self._standby is not None and not self._standby.is_alive():
+                self._standby = None
             if self.lock.try_acquire():
                 return self._start_or_explain()
             self.reason = (
