@@ -211,6 +211,11 @@ def main() -> None:
             f"CPU per core [{cores}]  this process tree {r['process_cores_used']:.2f} cores "
             f"(load avg {r['load_avg']})"
         )
+        cpu_s = r["process_cores_used"] * r["seconds"]
+        print(
+            f"          CPU: {cpu_s:.1f} CPU-s in this process tree, "
+            f"{cpu_s / max(r['pages'], 1) * 1000:.0f} CPU-ms per page"
+        )
         print(f"          step share: {r['step_share']}")
         print(f"          extraction + storage overhead: {r['overhead_share']:.1%} of step time")
 
