@@ -165,6 +165,14 @@ def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
+A11Y_SCRIPT = (Path(__file__).resolve().parent / "a11y.js").read_text()
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """Labels, names, alt text, one h1, unique ids and AA contrast on the current page."""
+    return list(page.evaluate(A11Y_SCRIPT))
+
+
 def save_screenshot(page: Any, directory: Path, name: str) -> Path:
     path = directory / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN_PASSWORD, corpus_manifest, corpus_pdf, make_text_pdf
-from tests.web.conftest import ConsoleLog, LiveServer, save_screenshot
+from tests.web.conftest import ConsoleLog, LiveServer, accessibility_problems, save_screenshot
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -24,9 +24,13 @@ JACOW = corpus_pdf("jacow_ipac2018")
 JACOW_TITLE = next(e for e in corpus_manifest() if "jacow" in e["file"])["truth"]["title"]
 
 
-def expect_clean(console: ConsoleLog, where: str) -> None:
+def expect_clean(console: ConsoleLog, where: str, page: Any | None = None) -> None:
+    """No console errors, and (given the page) no basic accessibility problems."""
     errors = console.take()
     assert not errors, f"console errors on {where}: {errors}"
+    if page is not None:
+        problems = accessibility_problems(page)
+        assert not problems, f"accessibility problems on {where}: {problems}"
 
 
 def sign_in(page: Any, server: LiveServer) -> None:
@@ -119,6 +123,7 @@ def test_login_page_and_redirects(
         tab.on("console", lambda m: console.errors.append(m.text) if m.type == "error" else None)
         tab.goto(f"{live_server.url}/admin/")
         assert tab.url.endswith("/admin/login")
+        assert not accessibility_problems(tab)
         tab.get_by_label("Username").fill("admin")
         tab.get_by_label("Password").fill("wrong-password")
         tab.get_by_role("button", name="Sign in").click()
@@ -157,6 +162,7 @@ def test_upload_shows_progress_and_per_file_errors(
     summary = uploaded["page"].locator("#upload-summary").inner_text()
     assert "2 done" in summary and "1 failed" in summary
     save_screenshot(uploaded["page"], screenshot_dir, "upload")
+    assert not accessibility_problems(uploaded["page"])
     # The 400 of the refused file is the only expected console entry.
     errors = [e for e in console.take() if "400" not in e]
     assert not errors, errors
@@ -173,7 +179,7 @@ def test_dashboard_shows_library_and_user(
     assert "superuser" in page.locator(".page-head").inner_text()
     assert page.locator("svg.chart").count() == 1
     assert page.get_by_role("link", name=re.compile("Tuner Testing", re.I)).count() >= 1
-    expect_clean(console, "dashboard")
+    expect_clean(console, "dashboard", page)
 
 
 def test_search_finds_the_paper(
@@ -192,7 +198,7 @@ def test_search_finds_the_paper(
     page.get_by_role("link", name=re.compile("^Title")).click()
     assert "sort=title" in page.url and "q=cavity" in page.url
     save_screenshot(page, screenshot_dir, "papers")
-    expect_clean(console, "papers")
+    expect_clean(console, "papers", page)
 
 
 def test_page_viewer(
@@ -228,7 +234,7 @@ def test_page_viewer(
     assert page.locator("#similar a").count() >= 1  # the other paper is the only neighbour
     page.locator("#viewer").scroll_into_view_if_needed()
     save_screenshot(page, screenshot_dir, "paper-detail")
-    expect_clean(console, "paper detail")
+    expect_clean(console, "paper detail", page)
 
 
 def test_metadata_edit_and_undo_in_browser(
@@ -250,7 +256,7 @@ def test_metadata_edit_and_undo_in_browser(
         page.locator("#metadata").get_by_label(re.compile("^Journal")).input_value()
         != "Proceedings of IPAC 2018"
     )
-    expect_clean(console, "metadata edit")
+    expect_clean(console, "metadata edit", page)
 
 
 def test_jobs_page_is_live(
@@ -274,7 +280,7 @@ def test_jobs_page_is_live(
     assert "Job cancelled." in page.locator("#jobs").inner_text()
     assert live_server.ctx.jobs.get(job_id).status == "cancelled"
     save_screenshot(page, screenshot_dir, "jobs")
-    expect_clean(console, "jobs")
+    expect_clean(console, "jobs", page)
 
 
 def test_backup_page_trigger_verify_and_history(
@@ -304,7 +310,7 @@ def test_backup_page_trigger_verify_and_history(
     assert page.locator("#schedule-table tbody tr").count() >= 1
     row.get_by_text("Restore…").click()  # close it again for the screenshot
     save_screenshot(page, screenshot_dir, "backup")
-    expect_clean(console, "backup")
+    expect_clean(console, "backup", page)
 
 
 def test_consistency_page_runs_a_check(
@@ -324,7 +330,7 @@ def test_consistency_page_runs_a_check(
     assert history.count() >= max(before, 1)
     assert "check" in history.first.inner_text()
     save_screenshot(page, screenshot_dir, "consistency")
-    expect_clean(console, "consistency")
+    expect_clean(console, "consistency", page)
 
 
 def test_disaster_recovery_readiness_and_drill(
@@ -350,7 +356,7 @@ def test_disaster_recovery_readiness_and_drill(
     drill_row = page.locator("#criteria-table tr", has_text="drill")
     assert "yes" in drill_row.first.inner_text()
     save_screenshot(page, screenshot_dir, "disaster-recovery")
-    expect_clean(console, "disaster recovery")
+    expect_clean(console, "disaster recovery", page)
 
 
 def test_dashboard_after_protection(
@@ -365,10 +371,34 @@ def test_dashboard_after_protection(
     if views_available("refserver.safety.readiness"):
         assert re.fullmatch(r"\d+/\d+", page.locator("[data-stat=readiness]").inner_text())
     save_screenshot(page, screenshot_dir, "dashboard")
-    expect_clean(console, "dashboard")
+    expect_clean(console, "dashboard", page)
 
 
 def views_available(module: str) -> bool:
     from refserver.web.views import optional_module
 
     return optional_module(module) is not None
+
+
+def test_accessibility_check_catches_problems(browser_context: Any) -> None:
+    """The checker used above really fails on bad markup (so its passes mean something)."""
+    tab = browser_context.new_page()
+    try:
+        tab.set_content(
+            '<html><body><h1>A</h1><h1>B</h1><input name="x">'
+            '<p style="color:#aaa;background:#fff">faint text</p>'
+            '<img src="data:,"><button></button><i id="d"></i><i id="d"></i></body></html>'
+        )
+        problems = " | ".join(accessibility_problems(tab))
+        for expected in (
+            "form control without a label",
+            "image without alt",
+            "control without a name",
+            "expected one h1, found 2",
+            "<html> has no lang",
+            "duplicate id d",
+            'contrast 2.32 for "faint text"',
+        ):
+            assert expected in problems, (expected, problems)
+    finally:
+        tab.close()

@@ -150,7 +150,8 @@ def test_signed_in_pages_render(admin: tuple[TestClient, str], seeded: dict[str,
         assert r.status_code == 200, url
         assert marker in r.text, url
         assert "<script>" not in r.text  # CSP: no inline scripts
-    assert client.get("/admin/papers/no-such-paper").status_code == 404
+    missing = client.get("/admin/papers/no-such-paper")
+    assert missing.status_code == 404 and "No such paper" in missing.text
 
 
 def test_paper_list_sort_filter_and_paging(

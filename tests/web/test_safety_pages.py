@@ -61,7 +61,7 @@ def test_safety_pages_need_admin(client: TestClient) -> None:
     token = form_login(client, "ed", "password-123")
     for url in ("/admin/backup", "/admin/consistency", "/admin/disaster-recovery"):
         r = client.get(url)
-        assert r.status_code == 403 and "needs the admin role" in r.text, url
+        assert r.status_code == 403 and "This page needs the admin role" in r.text, url
     for url in (
         "/admin/ui/backup/trigger",
         "/admin/ui/consistency/check",

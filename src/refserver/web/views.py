@@ -61,7 +61,20 @@ def _dir_size(path: Path) -> int:
     return total
 
 
+STORAGE_TTL_S = 30.0
+
+
 def storage_usage(ctx: Any) -> dict[str, int]:
+    """Bytes used per store, cached briefly: walking the backup folder is not free."""
+    cached = ctx.extras.get("web.storage_usage")
+    if cached is not None and time.monotonic() - cached[0] < STORAGE_TTL_S:
+        return dict(cached[1])
+    value = _storage_usage(ctx)
+    ctx.extras["web.storage_usage"] = (time.monotonic(), value)
+    return dict(value)
+
+
+def _storage_usage(ctx: Any) -> dict[str, int]:
     """Bytes used per store (PDFs from SQLite; the database and Chroma from disk)."""
     data = ctx.settings.data_dir
     db_bytes = 0

@@ -64,6 +64,40 @@ def back(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+def _message(
+    request: Request,
+    user: Principal,
+    heading: str,
+    text: str,
+    *,
+    active: str = "",
+    status_code: int = 404,
+    back_href: str = "/admin/dashboard",
+    back_label: str = "Back to the dashboard",
+) -> HTMLResponse:
+    """A page that explains a refusal or a missing object (browsers get HTML, not JSON)."""
+    return render(
+        request,
+        user,
+        "message.html",
+        {"heading": heading, "text": text, "back_href": back_href, "back_label": back_label},
+        active=active,
+        status_code=status_code,
+    )
+
+
+def _no_paper(request: Request, user: Principal, doc_id: str) -> HTMLResponse:
+    return _message(
+        request,
+        user,
+        "No such paper",
+        f"There is no paper {doc_id!r}: it may have been deleted.",
+        active="papers",
+        back_href="/admin/papers",
+        back_label="Back to the papers",
+    )
+
+
 @router.get("", response_model=None)
 @router.get("/", response_model=None)
 def admin_root(user: OptionalUser) -> RedirectResponse:
@@ -92,8 +126,10 @@ async def paper(
 ) -> HTMLResponse:
     detail = await run_in_threadpool(views.paper_detail, ctx, doc_id)
     if detail is None:
-        raise HTTPException(404, f"no paper {doc_id}")
+        return _no_paper(request, user, doc_id)
     viewer = await run_in_threadpool(views.page_view, ctx, doc_id, page)
+    if viewer is None:  # deleted in between
+        return _no_paper(request, user, doc_id)
     return render(request, user, "paper.html", {**detail, "viewer": viewer}, active="papers")
 
 
@@ -285,11 +321,12 @@ AdminPage = Depends(require("admin"))
 
 
 def _forbidden_page(request: Request, user: Principal, active: str, role: str) -> HTMLResponse:
-    return render(
+    return _message(
         request,
         user,
-        "forbidden.html",
-        {"role": role},
+        f"This page needs the {role} role",
+        f"You are signed in as {user.username} ({user.role}). "
+        "Ask an administrator if you need access.",
         active=active,
         status_code=403,
     )
