@@ -102,10 +102,7 @@ def test_chromadb_corrupted_rebuild_from_sqlite(rctx: Any, tmp_path: Path) -> No
     # Damage ChromaDB: its SQLite file becomes garbage.
     chroma_db = data / "chroma" / "chroma.sqlite3"
     chroma_db.write_bytes(b"\x00garbage" * 1000)
-    text = RUNBOOK.read_text()
-    section = text[text.index("## 3. ChromaDB") : text.index("## 4.")]
-    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
-    block = "\n".join(ln for ln in block.splitlines() if ln.strip() != "refserver serve")
+    block = runbook_block("chroma-corrupted")
     proc = run_block(block, {"REFSERVER_DATA_DIR": str(data)}, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (data / "chroma.broken").is_dir()
@@ -116,5 +113,68 @@ def test_chromadb_corrupted_rebuild_from_sqlite(rctx: Any, tmp_path: Path) -> No
     ctx = AppContext(recovery_settings(data))
     try:
         assert {c: ctx.vectors.count(c) for c in ("pages", "papers")} == before
+    finally:
+        ctx.close()
+
+
+def test_sqlite_corrupted_restore_latest(rctx: Any, tmp_path: Path) -> None:
+    """Section 2: a damaged database file, replaced by the newest verified backup."""
+    full_backup(rctx)
+    add_papers(rctx, tmp_path / "later", 1, seed=21)
+    full_backup(rctx, "incremental")
+    before = library_state(rctx)
+    data = rctx.settings.data_dir
+    rctx.close()  # "stop the server first"
+    rctx.vectors = None
+    db = data / "refserver.db"
+    raw = bytearray(db.read_bytes())
+    raw[4096 : 4096 * 3] = b"\xff" * (4096 * 2)  # garbage over the first table pages
+    db.write_bytes(bytes(raw))
+    proc = run_block(runbook_block("sqlite-corrupted"), {"REFSERVER_DATA_DIR": str(data)}, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "consistency check: clean" in proc.stdout
+    assert (data.parent / "refserver-db-corrupt" / "refserver.db").is_file()
+
+    from refserver.context import AppContext
+    from tests.recovery.conftest import recovery_settings
+
+    ctx = AppContext(recovery_settings(data))
+    try:
+        assert library_state(ctx) == before
+    finally:
+        ctx.close()
+
+
+def test_undo_a_bad_import_point_in_time(rctx: Any, tmp_path: Path) -> None:
+    """Section 4: restore the state just before a bad import (a safety backup is kept)."""
+    import time
+    from datetime import UTC, datetime
+
+    full_backup(rctx)
+    good = library_state(rctx)
+    time.sleep(1.1)
+    before_import = datetime.now(UTC).isoformat()
+    time.sleep(1.1)
+    add_papers(rctx, tmp_path / "bad", 3, seed=31)  # the bad import
+    full_backup(rctx, "incremental")
+    assert len(library_state(rctx)) == len(good) + 3
+    data = rctx.settings.data_dir
+    rctx.close()
+    rctx.vectors = None
+    proc = run_block(
+        runbook_block("undo-import"),
+        {"REFSERVER_DATA_DIR": str(data), "BEFORE": before_import},
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "safety backup of the previous state" in proc.stdout
+    assert "consistency check: clean" in proc.stdout
+
+    from refserver.context import AppContext
+    from tests.recovery.conftest import recovery_settings
+
+    ctx = AppContext(recovery_settings(data))
+    try:
+        assert library_state(ctx) == good
     finally:
         ctx.close()
