@@ -178,3 +178,23 @@ def test_undo_a_bad_import_point_in_time(rctx: Any, tmp_path: Path) -> None:
         assert library_state(ctx) == good
     finally:
         ctx.close()
+
+
+def test_backup_disk_lost(rctx: Any, tmp_path: Path) -> None:
+    """Section 5: the backups are gone; a new full, an offsite copy and a drill."""
+    import shutil
+
+    full_backup(rctx)
+    data = rctx.settings.data_dir
+    rctx.close()
+    rctx.vectors = None
+    shutil.rmtree(data / "backups")
+    key_file = tmp_path / "k.key"
+    offsite.generate_key(key_file)
+    target = tmp_path / "offsite"
+    env = {"REFSERVER_DATA_DIR": str(data), "OFFSITE": str(target), "KEYFILE": str(key_file)}
+    proc = run_block(runbook_block("backup-disk-lost"), env, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "drill PASSED" in proc.stdout
+    with offsite.open_target(str(target)) as t:
+        assert len(offsite.list_remote(t, offsite.load_key(key_file))) == 1
