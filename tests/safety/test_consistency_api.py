@@ -135,3 +135,31 @@ def test_cli_check_prints_a_table_and_fixes(tmp_path: Path) -> None:
     assert "Repairs" in fixed.stdout and "status healthy" in fixed.stdout
     again = subprocess.run(run, env=env, capture_output=True, text=True, timeout=180)
     assert again.returncode == 0 and "status healthy" in again.stdout
+
+
+def test_check_and_fix_as_jobs(client: TestClient, auth: dict[str, str], tmp_path: Path) -> None:
+    from tests.conftest import wait_job
+
+    ctx = client.app.state.ctx
+    doc = _paper(ctx, tmp_path)
+    ctx.vectors.reset_collection(PAGES)
+    r = client.post(
+        "/admin/consistency/fix", headers=auth, json={"rebuild_index": True, "background": True}
+    )
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["job_id"], auth)
+    assert job["status"] == "completed", job
+    assert ctx.vectors.get(PAGES, [f"{doc}:1", f"{doc}:2"])["ids"] == [f"{doc}:1", f"{doc}:2"]
+    r = client.get("/admin/consistency/check?background=true", headers=auth)
+    assert r.status_code == 202
+    job = wait_job(client, r.json()["job_id"], auth)
+    assert job["status"] == "completed" and job["kind"] == "consistency"
+    runs = ctx.extras["consistency"].history(ctx.db, limit=5)
+    assert runs[0]["kind"] == "check" and runs[0]["total_issues"] == 0
+    assert any(h["kind"] == "fix" for h in runs)
+    assert (
+        client.post(
+            "/admin/consistency/fix?background=true", headers=auth, json=["nope"]
+        ).status_code
+        == 400
+    )

@@ -1236,12 +1236,12 @@ class FixReport:
     quarantine: str | None = None
     rebuilt: dict[str, int] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, max_items: int | None = None) -> dict[str, Any]:
         return {
             "fixed_count": len(self.fixed),
             "failed_count": len(self.failed),
-            "fixed": list(self.fixed),
-            "failed": list(self.failed),
+            "fixed": list(self.fixed[:max_items]),
+            "failed": list(self.failed[:max_items]),
             "dry_run": self.dry_run,
             "check_run_id": self.check_run_id,
             "fix_run_id": self.fix_run_id,
@@ -1326,10 +1326,13 @@ def fix(
     dry_run: bool = True,
     username: str | None = None,
     deep: bool = False,
+    progress: Callable[[str, float], None] | None = None,
 ) -> FixReport:
     """Run a fresh check, then apply the safe repairs (only when ``dry_run`` is False)."""
     parts = as_parts(ctx_or_parts)
     wanted = _validate_types(types)
+    step = progress or (lambda _name, _frac: None)
+    step("check", 0.0)
     before = check(parts, deep=deep)
     check_id = record_check(parts.db, before, username=username)
     issues = [i for i in before.issues if i.type in wanted]
@@ -1354,7 +1357,11 @@ def fix(
                 {"type": "rebuild", "action": "would rebuild the index from SQLite"}
             )
         else:
-            report.rebuilt = rebuild_index(parts)
+            step("rebuild", 0.1)
+            report.rebuilt = rebuild_index(
+                parts,
+                lambda name, done, total: step(f"rebuild {name}", 0.1 + 0.6 * done / max(total, 1)),
+            )
             report.fixed.append({"type": "rebuild", "action": "rebuilt", "counts": report.rebuilt})
             # A rebuild repairs every index issue at once; check again for the rest.
             after = check(parts, deep=deep)
@@ -1378,6 +1385,7 @@ def fix(
                 bad(i, "no vector index in this process")
             else:
                 upserts.setdefault(i.collection or PAGES, []).append(i)
+    step("vectors", 0.7)
     if reembed:
         _fix_reembed(parts, fx, reembed, ok, bad)
     for name, items in upserts.items():
@@ -1394,6 +1402,7 @@ def fix(
                 bad(i, "SQLite no longer has this vector")
 
     # 2. Orphaned ChromaDB entries (both kinds) under the in-flight rule.
+    step("orphans", 0.8)
     to_delete: dict[str, list[Issue]] = {}
     for t in ("orphaned_chromadb", "missing_in_sqlite"):
         for i in by_type.get(t, []):
@@ -1426,6 +1435,7 @@ def fix(
         _fix_row(parts, fx, i, ok, bad)
 
     # 4. Files: restore verified copies from backups; move unreferenced files aside.
+    step("files", 0.9)
     for i in by_type.get("pdf_missing", []) + by_type.get("pdf_checksum_mismatch", []):
         if not i.fixable:
             bad(i, "not safely repairable automatically: " + i.suggested_fix)
@@ -1453,6 +1463,7 @@ def fix(
                 bad(i, f"counts still differ after the repairs: {after_counts.get(name)}")
 
     report.quarantine = str(fx._qdir) if fx._qdir is not None else None
+    step("done", 1.0)
     if not dry_run:
         report.fix_run_id = _record_fix(parts, report, sorted(wanted), rebuild, username)
         if username and parts.audit is not None:
@@ -1485,7 +1496,7 @@ def _brief(i: Issue) -> dict[str, Any]:
 def _record_fix(
     parts: Parts, report: FixReport, types: list[str], rebuild: bool, username: str | None
 ) -> int:
-    data = report.to_dict()
+    data = report.to_dict(max_items=STORED_ISSUES)
     data.update({"types": types, "rebuild": rebuild, "username": username})
     with parts.db.write(bump=False) as s:
         row = CheckRun(
@@ -1835,6 +1846,8 @@ def rebuild_index(
     with parts.db.barrier():
         for name in (PAGES, PAPERS):
             kind = KIND_OF[name]
+            with parts.db.read() as s:
+                total = _live_vector_count(s, kind)
             parts.vectors.reset_collection(name)
             done, last = 0, 0
             while True:
@@ -1857,9 +1870,72 @@ def rebuild_index(
                 done += len(rows)
                 last = rows[-1][0].id
                 if progress:
-                    progress(name, done, 0)
+                    progress(name, done, total)
             counts[name] = done
     return counts
+
+
+# --- as jobs (DESIGN.md §7): progress on the job record, the outcome in its summary ---------
+JOB_KIND = "consistency"
+JOB_SUMMARY_ITEMS = 200  # issues / repairs kept in a job's summary (the history has more)
+
+
+def submit_job(ctx: Any, action: str, params: dict[str, Any], username: str | None) -> str:
+    """Queue a check or fix (``action``) as a job; returns its id."""
+    if action not in ("check", "fix"):
+        raise ValueError("action must be check or fix")
+    _validate_types(params.get("types"))
+    job_id = ctx.jobs.create(
+        kind=JOB_KIND,
+        filename=action,
+        params={"action": action, **params},
+        created_by=username,
+    )
+    ctx.queue.enqueue(job_id, "normal")
+    return job_id
+
+
+def run_job(ctx: Any, job_id: str) -> None:
+    """Job handler: a failure is recorded on the job, never raised into the worker."""
+    job = ctx.jobs.start(job_id)
+    if job is None:
+        return
+    p = dict(job.params or {})
+
+    def progress(name: str, frac: float) -> None:
+        ctx.jobs.update(job_id, current_step=name, progress=round(100 * frac, 1))
+
+    try:
+        if p.get("action") == "fix":
+            report = fix(
+                ctx,
+                p.get("types"),
+                bool(p.get("rebuild")),
+                dry_run=bool(p.get("dry_run")),
+                deep=bool(p.get("deep")),
+                username=job.created_by,
+                progress=progress,
+            )
+            out = report.to_dict(max_items=JOB_SUMMARY_ITEMS)
+        else:
+            progress("check", 0.0)
+            out = run_check(
+                ctx,
+                p.get("types"),
+                deep=bool(p.get("deep")),
+                hash_files=bool(p.get("hash_files", True)),
+                username=job.created_by,
+            )
+            out["issues"] = out["issues"][:JOB_SUMMARY_ITEMS]
+    except Exception as exc:
+        log.exception("consistency job %s failed", job_id)
+        ctx.jobs.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    ctx.jobs.finish(job_id, "completed", summary=json.loads(json.dumps(out, default=str)))
+
+
+def register_jobs(ctx: Any) -> None:
+    ctx.queue.register(JOB_KIND, lambda job_id: run_job(ctx, job_id))
 
 
 __all__ = [
