@@ -10,6 +10,8 @@ exact command or setting that fixes it.
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,10 +52,39 @@ def _age(delta: timedelta) -> str:
     return f"{delta.total_seconds() / 60:.0f} min"
 
 
+_MANIFEST_CACHE: dict[str, tuple[tuple[Any, ...], list[Any]]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
 def _manifests(settings: Any) -> list[Any]:
+    """The manifests on disk, re-read only when a manifest file changed.
+
+    Status pages and Prometheus scrapes call this often; a full backup's manifest
+    lists every PDF, so parsing and checksumming them all each time would cost
+    seconds on a large library.
+    """
     from refserver.safety.manifest import list_manifests
 
-    return list_manifests(Path(settings.backups_dir) / "metadata")[0]
+    folder = Path(settings.backups_dir) / "metadata"
+    try:
+        signature = tuple(
+            sorted(
+                (p.name, st.st_mtime_ns, st.st_size)
+                for p in folder.glob("*.json")
+                for st in [p.stat()]
+            )
+        )
+    except OSError:  # a manifest vanished while listing (pruned): read afresh
+        signature = (time.time(),)
+    key = str(folder)
+    with _CACHE_LOCK:
+        cached = _MANIFEST_CACHE.get(key)
+        if cached is not None and cached[0] == signature:
+            return list(cached[1])
+    manifests = list_manifests(folder)[0]
+    with _CACHE_LOCK:
+        _MANIFEST_CACHE[key] = (signature, manifests)
+    return list(manifests)
 
 
 def _latest_check(ctx: Any, kinds: tuple[str, ...]) -> CheckRun | None:
