@@ -126,3 +126,18 @@ def test_audit_entries_for_login_upload_edit_delete_and_user_changes(sec: SecApp
     assert _audit(sec, limit=2, offset=1)[0]["id"] == ids[1]
     failed = _audit(sec, action="login_failed")[0]
     assert "wrong-password" not in str(failed)
+
+
+def test_usernames_are_url_safe(sec: SecApp) -> None:
+    su = sec.headers["superuser"]
+    for bad in ("a/b", "../admin", "", "x" * 129, "tab\there", "émile"):
+        r = sec.client.post(
+            "/admin/users", json={"username": bad, "password": "long-enough-pw"}, headers=su
+        )
+        assert r.status_code == 400, bad
+    ok = sec.client.post(
+        "/admin/users",
+        json={"username": "ann.lee+lab@x-y", "password": "long-enough-pw"},
+        headers=su,
+    )
+    assert ok.status_code == 201

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ ROLES = ("reader", "editor", "admin", "superuser")
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
+USERNAME_RE = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
 log = logging.getLogger(__name__)
 _hasher = PasswordHasher()
 
@@ -76,8 +78,10 @@ class Accounts:
     def create(self, username: str, password: str, role: str = "reader") -> Principal:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        if not username or len(username) > 128:
-            raise ValueError("username must be 1-128 characters")
+        if not USERNAME_RE.fullmatch(username or ""):
+            raise ValueError(
+                "username must be 1-128 letters, digits or . _ @ + - (it appears in URLs)"
+            )
         if len(password) < 8:
             raise ValueError("password must have at least 8 characters")
         with self.db.write(bump=False) as s:
