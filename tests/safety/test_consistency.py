@@ -437,3 +437,43 @@ def test_check_runs_on_a_restored_copy(ctx: Any, lib: dict[str, str], tmp_path: 
     finally:
         vectors.close()
         db.dispose()
+
+
+def test_writes_during_the_scan_are_confirmed_away(ctx: Any, lib: dict[str, str]) -> None:
+    """Phase 1 sees a paper in ChromaDB that its SQLite snapshot predates; phase 2 drops it."""
+    from refserver.storage.library import PageInput, PaperInput
+
+    stale = consistency._snapshot(ctx.db)  # taken before the write below
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(3, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    doc = ctx.library.add_paper(
+        PaperInput(
+            file_sha256="f" * 64,
+            file_size=1,
+            filename="late.pdf",
+            page_count=2,
+            pages=[
+                PageInput(1, "late one", "text_layer", 1.0, vecs[0]),
+                PageInput(2, "late two", "text_layer", 1.0, vecs[1]),
+            ],
+            metadata={"title": "Arrived during the scan"},
+            field_sources={},
+            paper_vector=vecs[2],
+            model="all-MiniLM-L6-v2",
+            model_revision="test",
+        )
+    )
+    found: dict[str, list[consistency.Issue]] = {}
+    for name in (PAGES, PAPERS):
+        have, _ = consistency._scan_chroma(ctx.vectors, name, False)
+        want = consistency._want(stale, consistency.KIND_OF[name])
+        found[name] = consistency._compare_collection(name, want, have, None, stale)
+    suspects = {(i.type, i.entry_id) for v in found.values() for i in v}
+    assert suspects == {
+        ("missing_in_sqlite", f"{doc}:1"),
+        ("missing_in_sqlite", f"{doc}:2"),
+        ("missing_in_sqlite", doc),
+    }
+    confirmed, dropped = consistency._confirm(Parts.from_ctx(ctx), found, False)
+    assert confirmed == {PAGES: [], PAPERS: []} and dropped == 3

@@ -334,6 +334,11 @@ class PaperRow:
     file_sha256: str
     file_size: int
 
+    def __post_init__(self) -> None:
+        # What ``chroma_metadata`` writes for this paper, computed once per paper.
+        self.meta_title = (self.title or "")[:500]
+        self.meta_year = self.year if self.year is not None else -1
+
 
 @dataclass
 class Snapshot:
@@ -559,6 +564,18 @@ def _compare_collection(
         if w is None or meta is None:
             continue
         row, paper = w
+        g = meta.get
+        if (
+            g("checksum") == row.checksum
+            and g("model") == row.model
+            and g("dimension") == row.dimension
+            and g("page") == row.page
+            and g("doc_id") == paper.doc_id
+            and g("year") == paper.meta_year
+            and g("title") == paper.meta_title
+            and embeddings is None
+        ):
+            continue  # the common case: one pass of lookups, no allocations
         page = row.page if kind == "page" else None
         reasons: list[str] = []
         if meta.get("checksum") != row.checksum:
@@ -603,8 +620,8 @@ def _compare_collection(
         wrong: dict[str, Any] = {}
         expect = {
             "doc_id": paper.doc_id,
-            "title": (paper.title or "")[:500],
-            "year": paper.year if paper.year is not None else -1,
+            "title": paper.meta_title,
+            "year": paper.meta_year,
             "page": row.page,
         }
         for k, v in expect.items():
@@ -1009,21 +1026,81 @@ def check(
     )
 
 
+def _partial_snapshot(db: Database, ids: set[str], docs: set[str]) -> Snapshot:
+    """The rows the suspects need (their vectors, papers and traces), read in one transaction."""
+    vectors: list[VecRow] = []
+    papers: dict[int, PaperRow] = {}
+    known: set[str] = set()
+    with db.read() as s:
+        q = s.connection().exec_driver_sql
+        gen = q("SELECT generation FROM library_state WHERE id = 1").scalar() or 0
+        id_list, doc_list = sorted(ids), sorted(docs)
+        for start in range(0, len(id_list), 500):
+            chunk = id_list[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            vectors.extend(
+                VecRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] or 0, _dt(r[9]))
+                for r in q(
+                    "SELECT id, paper_id, kind, page_number, chroma_id, checksum, model, "
+                    f"dimension, generation, created_at FROM vectors WHERE chroma_id IN ({marks})",
+                    tuple(chunk),
+                )
+            )
+        pids = sorted({v.paper_id for v in vectors})
+        for start in range(0, max(len(pids), len(doc_list)), 500):
+            pc, dc = pids[start : start + 500], doc_list[start : start + 500]
+            rows = q(
+                "SELECT id, doc_id, title, year, file_sha256, file_size FROM papers "
+                f"WHERE id IN ({','.join('?' * len(pc)) or 'NULL'}) "
+                f"OR doc_id IN ({','.join('?' * len(dc)) or 'NULL'})",
+                (*pc, *dc),
+            )
+            for r in rows:
+                papers[r[0]] = PaperRow(r[0], r[1], r[2], r[3], r[4], r[5] or 0)
+            if dc:
+                marks = ",".join("?" * len(dc))
+                known.update(
+                    r[0]
+                    for r in q(
+                        f"SELECT paper_id FROM jobs WHERE paper_id IN ({marks}) UNION "
+                        "SELECT target FROM audit_log WHERE action = 'delete_paper' "
+                        f"AND target IN ({marks})",
+                        (*dc, *dc),
+                    )
+                )
+    by_doc = {p.doc_id: p for p in papers.values()}
+    return Snapshot(int(gen), papers, by_doc, vectors, known, [], [], [], [], set(), 0)
+
+
 def _confirm(
     parts: Parts, found: dict[str, list[Issue]], deep: bool
 ) -> tuple[dict[str, list[Issue]], int]:
-    """Re-compare only the suspects while the writer is held: writes in flight drop out."""
+    """Re-compare only the suspects while the writer is held: writes in flight drop out.
+
+    Only the suspects' rows are re-read, so the barrier is held for milliseconds
+    when a library has a few issues (and ingests wait no longer than that).
+    """
     assert parts.vectors is not None
     out: dict[str, list[Issue]] = {}
     dropped = 0
+    all_ids = {i.entry_id for issues in found.values() for i in issues if i.entry_id}
+    docs = {i.doc_id for issues in found.values() for i in issues if i.doc_id}
     with parts.db.barrier():
-        snap = _snapshot(parts.db)
+        snap = _partial_snapshot(parts.db, all_ids, docs)
         for name, issues in found.items():
             ids = sorted({i.entry_id for i in issues if i.entry_id})
             if not ids:
                 out[name] = []
                 continue
             have, embs = _scan_chroma(parts.vectors, name, deep, ids)
+            for meta_id, meta in have.items():  # traces of docs named only by the entry
+                doc = _doc_of(meta_id, meta, KIND_OF[name])
+                if doc not in docs:
+                    docs.add(doc)
+                    extra = _partial_snapshot(parts.db, set(), {doc})
+                    snap.papers.update(extra.papers)
+                    snap.by_doc.update(extra.by_doc)
+                    snap.known_docs |= extra.known_docs
             idset = set(ids)
             want = {k: v for k, v in _want(snap, KIND_OF[name]).items() if k in idset}
             mine = _sqlite_vectors(parts.db, KIND_OF[name]) if deep else None
@@ -1189,13 +1266,8 @@ def summary(ctx_or_parts: Any) -> dict[str, Any]:
     parts = as_parts(ctx_or_parts)
     with parts.db.read() as s:
         sqlite_papers = int(s.execute(select(func.count()).select_from(Paper)).scalar_one())
-        vec = dict(
-            s.execute(
-                select(Vector.kind, func.count())
-                .join(Paper, Paper.id == Vector.paper_id)
-                .group_by(Vector.kind)
-            ).all()
-        )
+        # Index-only counts (orphaned vector rows are the full check's business).
+        vec = dict(s.execute(select(Vector.kind, func.count()).group_by(Vector.kind)).all())
     chroma = {n: parts.vectors.count(n) for n in (PAGES, PAPERS)} if parts.vectors else {}
     counts_match = bool(chroma) and (
         chroma.get(PAPERS) == vec.get("paper", 0) and chroma.get(PAGES) == vec.get("page", 0)
