@@ -252,9 +252,9 @@ def extract_pages(
         if can_ocr and quality < quality_threshold and (text or _has_visual_content(page)):
             attempted = True
             try:
-                tp = ocr_textpage(page, ocr_languages, ocr_dpi)
-                ocr_text = clean_text(_blocks_text(page, tp))
-                ocr_quality = score_text(ocr_text)
+                tp, ocr_text, ocr_quality = _ocr_staged(
+                    page, ocr_languages, ocr_dpi, quality_threshold
+                )
                 if ocr_text and ocr_quality > quality:
                     text, quality, source = ocr_text, ocr_quality, "ocr"
                     if index < _KEEP_OCR_LAYOUT_PAGES:
@@ -274,6 +274,36 @@ def extract_pages(
         if progress is not None:
             progress(index + 1, total)
     return out
+
+
+# Clean first-language OCR of a real page scores ~1.0 (0.98-1.0 on scanned corpus
+# pages); Korean read as English garbage scored 0.51, so anything under this runs again
+# with every language.
+_FULL_LANGUAGE_PASS_BELOW = 0.8
+
+
+def _ocr_staged(
+    page: pymupdf.Page, languages: str, dpi: int, threshold: float
+) -> tuple[pymupdf.TextPage, str, float]:
+    """OCR with the first language alone, then with all of them only if that reads badly.
+
+    Tesseract with several languages is ~2.5x slower per page (eng+kor measured
+    5.7-7.5 s against 2.5-3 s for eng), and most scanned papers are in the first
+    language; a page in another script reads as garbage in the first pass, scores
+    low and gets the full set.
+    """
+    langs = [x for x in languages.split("+") if x]
+    first = langs[0] if langs else "eng"
+    tp = ocr_textpage(page, first, dpi)
+    text = clean_text(_blocks_text(page, tp))
+    quality = score_text(text)
+    if len(langs) > 1 and quality < max(threshold, _FULL_LANGUAGE_PASS_BELOW):
+        tp_all = ocr_textpage(page, languages, dpi)
+        text_all = clean_text(_blocks_text(page, tp_all))
+        quality_all = score_text(text_all)
+        if quality_all > quality:
+            return tp_all, text_all, quality_all
+    return tp, text, quality
 
 
 _CJK_RUN_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")

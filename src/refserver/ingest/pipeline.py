@@ -149,6 +149,7 @@ class IngestPipeline:
                     doc,
                     ocr=bool(params.get("ocr", s.ocr_enabled)),
                     ocr_languages=s.ocr_languages,
+                    ocr_dpi=s.ocr_dpi,
                     quality_threshold=s.text_quality_threshold,
                     should_cancel=lambda: self.jobs.is_cancel_requested(job_id),
                     progress=progress,
