@@ -240,6 +240,7 @@ def main() -> None:
                 "barrier_ms": m.barrier_ms,
                 "writer_worst_ms": round(w.worst * 1000, 1),
                 "writer_commits": w.commits,
+                "timings": m.timings,
             }
             print(label, res[label])
             return m
@@ -280,6 +281,7 @@ def main() -> None:
             "seconds": round(dt, 2),
             "mb_per_s": round(total / MB / dt),
             "chroma_reconciled": out["chroma_reconciled"],
+            "timings": out["timings"],
         }
         print("restore_live", res["restore_live"])
     finally:

@@ -147,12 +147,20 @@ def write_stream(
 
 
 def compress_file(
-    src: Path, dest: Path, compression: str, progress: Progress | None = None
+    src: Path,
+    dest: Path,
+    compression: str,
+    progress: Progress | None = None,
+    on_block: Callable[[bytes], None] | None = None,
 ) -> Written:
+    """Compress ``src``; ``on_block`` sees every 4 MiB block (e.g. to hash pages) in the same pass."""
+
     def produce(w: IO[bytes]) -> None:
         with open(src, "rb") as f:
             while block := f.read(CHUNK * 4):
                 w.write(block)
+                if on_block:
+                    on_block(block)
                 if progress:
                     progress(len(block))
 

@@ -26,6 +26,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,6 +136,7 @@ class BackupEngine:
         self.layout = Layout(self.settings.backups_dir)
         self.layout.ensure()
         self.lock = threading.RLock()  # one backup/restore/prune at a time per process
+        self._pool: ThreadPoolExecutor | None = None  # checks of the backup being taken
 
     # --- listing ---------------------------------------------------------------------
     def manifests(self) -> list[Manifest]:
@@ -292,6 +294,10 @@ class BackupEngine:
                     path.unlink(missing_ok=True)
                 m.members = [x for x in m.members if x.role == "file"]
             finally:
+                pool = getattr(self, "_pool", None)
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    self._pool = None
                 shutil.rmtree(staging, ignore_errors=True)
                 m.duration_seconds = round(time.monotonic() - started, 3)
                 write_manifest(self.layout.metadata, m)
@@ -312,6 +318,14 @@ class BackupEngine:
         staging.mkdir(parents=True, exist_ok=True)
         comp = m.compression
         snap = staging / "snapshot.db"
+        timings: dict[str, float] = {}
+        last = [time.monotonic()]
+
+        def mark(stage: str) -> None:
+            now = time.monotonic()
+            timings[stage] = round(now - last[0], 3)
+            last[0] = now
+
         src = sp.SourceSnapshot(self.settings.sqlite_path)
         try:
             chroma_copy: Path | None = None
@@ -330,6 +344,7 @@ class BackupEngine:
                     if m.kind == "full":
                         chroma_copy, chroma_counts = self._copy_chroma(staging / "chroma", m)
             m.barrier_ms = round((time.monotonic() - t0) * 1000, 2)
+            mark("barrier")
             cap = src.capture(generation)
             m.generation = cap.generation
             m.counts = cap.counts
@@ -348,16 +363,19 @@ class BackupEngine:
         if cancelled():
             raise Cancelled("cancelled")
 
+        mark("snapshot")
+        # Checks of the staged copies run beside the rest (SQLite and the child
+        # process do not hold the GIL): quick/integrity check now, Chroma too.
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-verify")
+        self._pool = pool
+        fut_db = pool.submit(sp.check_database, snap)
+        fut_chroma = pool.submit(check_chroma, chroma_copy, chroma_counts) if chroma_copy else None
         progress("hashing", 0.4)
         page_size = sp.page_size_of(snap)
-        table, db_sha, db_size = sp.hash_pages(snap, page_size)
-        m.sqlite = {
-            "page_size": page_size,
-            "page_count": len(table) // sp.HASH_LEN,
-            "db_sha256": db_sha,
-            "db_size": db_size,
-        }
+        db_size = snap.stat().st_size
         tier_dir = self.layout.sqlite(m.tier)
+        table = bytearray()
+        db_sha = ""
         if m.kind in ("snapshot", "full"):
             dest = tier_dir / f"{m.id}.db{SUFFIX[comp]}"
             written.append(dest)
@@ -367,12 +385,25 @@ class BackupEngine:
                 done[0] += n
                 progress("compressing", 0.45 + 0.3 * done[0] / max(db_size, 1))
 
-            w = compress_file(snap, dest, comp, tick)
+            # one pass: compress, hash the file, and (full) hash every page
+            on_block = (lambda b: sp.hash_block(b, page_size, table)) if m.kind == "full" else None
+            w = compress_file(snap, dest, comp, tick, on_block=on_block)
+            db_sha = w.sha256
             m.members.append(self._member(dest, "sqlite", w, comp))
+        else:
+            raw_table, db_sha, _size = sp.hash_pages(snap, page_size)
+            table = bytearray(raw_table)
+        m.sqlite = {
+            "page_size": page_size,
+            "page_count": db_size // page_size,
+            "db_sha256": db_sha,
+            "db_size": db_size,
+        }
+        mark("sqlite member")
         if m.kind == "full":
             dest = tier_dir / f"{m.id}.pagehashes"
             written.append(dest)
-            w = write_stream(dest, "none", lambda out: out.write(table))
+            w = write_stream(dest, "none", lambda out: out.write(bytes(table)))
             m.members.append(self._member(dest, "page_hashes", w, "none"))
         if m.kind == "incremental":
             progress("page diff", 0.5)
@@ -382,7 +413,7 @@ class BackupEngine:
             changed = [0]
 
             def produce(out: IO[bytes]) -> None:
-                changed[0] = sp.write_delta(snap, page_size, bytes(parent_table), table, out)
+                changed[0] = sp.write_delta(snap, page_size, bytes(parent_table), bytes(table), out)
 
             w = write_stream(dest, comp, produce)
             m.members.append(self._member(dest, "sqlite_delta", w, comp))
@@ -398,12 +429,14 @@ class BackupEngine:
         progress("files", 0.75)
         if m.kind != "snapshot":
             self._store_files(m, linked, parent_chain, comp, written)
+            mark("files")
         if chroma_copy is not None:
             progress("chromadb", 0.8)
             dest = self.layout.chromadb / f"{m.id}.tar{SUFFIX[comp]}"
             written.append(dest)
             w = tar_folder(chroma_copy, dest, comp)
             m.members.append(self._member(dest, "chromadb", w, comp))
+            mark("chromadb")
             m.chroma = {
                 "included": True,
                 "counts": chroma_counts,
@@ -429,7 +462,9 @@ class BackupEngine:
         m.status = "verifying"
         write_manifest(self.layout.metadata, m)
         progress("verifying", 0.85)
-        result = self._verify_fresh(m, snap, chroma_copy)
+        result = self._verify_fresh(m, fut_db, fut_chroma)
+        mark("verify")
+        m.timings = timings
         if not result.ok:
             failed = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
             raise BackupError(f"verification failed: {failed}")
@@ -537,28 +572,34 @@ class BackupEngine:
             sha256_stored=w.sha256_stored,
         )
 
-    def _verify_fresh(self, m: Manifest, snap: Path, chroma_copy: Path | None) -> VerifyResult:
-        """Verify a just-written backup: members re-read; the staged copies they equal checked."""
+    def _verify_fresh(self, m: Manifest, fut_db: Future, fut_chroma: Future | None) -> VerifyResult:
+        """Verify a just-written backup: members re-read; the staged copies they equal checked.
+
+        The staged database and Chroma folder are what the members decompress to
+        (their SHA-256 is re-read from the stored members here), so checking the
+        staged copies checks the backup.
+        """
         result = VerifyResult(m.id)
         added = set(m.files_added)
+        own = [x for x in m.members if x.role != "file"]
+        files = [x for x in m.members if x.role == "file" and x.sha256 in added]
         for mem in m.members:
             if mem.role == "file" and mem.sha256 not in added:
                 path = self.layout.root / mem.name
-                ok = path.is_file() and path.stat().st_size == mem.size_compressed
-                if not ok:
+                if not (path.is_file() and path.stat().st_size == mem.size_compressed):
                     result.add(f"member:{mem.name}", False, "shared PDF missing or resized")
-                continue
-            if mem.role != "file":
-                c = check_member(self.layout.root, mem)
-                result.checks.append(c)
-        files = [x for x in m.members if x.role == "file" and x.sha256 in added]
+        pool = self._pool
+        assert pool is not None
+        member_futs = [pool.submit(check_member, self.layout.root, x) for x in own]
+        file_futs = [pool.submit(check_member, self.layout.root, x) for x in files]
+        result.checks.extend(f.result() for f in member_futs)
         if files:
-            bad = [x.name for x in files if not check_member(self.layout.root, x).ok]
+            bad = [x.name for x, f in zip(files, file_futs, strict=True) if not f.result().ok]
             result.add("files", not bad, "; ".join(bad[:5]) or f"{len(files)} new PDF(s) re-read")
-        ok, pragma, msg = sp.check_database(snap)
+        ok, pragma, msg = fut_db.result()
         result.add(f"sqlite:{pragma}", ok, msg)
-        if chroma_copy is not None:
-            result.checks.append(check_chroma(chroma_copy, m.chroma.get("counts", {})))
+        if fut_chroma is not None:
+            result.checks.append(fut_chroma.result())
         return result
 
     # --- verification of an existing backup ------------------------------------------------

@@ -78,6 +78,7 @@ class Manifest:
     barrier_ms: float = 0.0
     safety_for: str | None = None
     notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
     format: int = FORMAT
 
     # --- derived ---------------------------------------------------------------

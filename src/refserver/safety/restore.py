@@ -368,8 +368,17 @@ def restore(
 
         staging = settings.data_dir / f".restore-staging-{m.id}"
         shutil.rmtree(staging, ignore_errors=True)
+        timings: dict[str, float] = {}
+        t_last = [time.monotonic()]
+
+        def mark(stage: str) -> None:
+            now = time.monotonic()
+            timings[stage] = round(now - t_last[0], 3)
+            t_last[0] = now
+
         try:
             mat = materialize(engine, m, staging, result, progress=progress, chroma_from_base=True)
+            mark("rebuild and verify")
             live_db = settings.sqlite_path
             safety_id: str | None = None
             with ctx.db.paused_writes():
@@ -385,17 +394,23 @@ def restore(
                             f"the safety backup failed ({safety.error}); nothing was restored"
                         )
                     safety_id = safety.id
+                    mark("safety backup")
                 progress("swapping", 0.95)
                 # Writers already get 503; holding the barrier also keeps Chroma
                 # repairs of other threads (they take it) off the stores mid-swap.
                 with ctx.db.barrier():
                     _swap(engine, mat, wall_started)
+                    mark("swap")
                     progress("reconciling", 0.97)
                     reconciled = reconcile_chroma(ctx)
+                    mark("reconcile chroma")
             engine.sync_records()
             _close_interrupted_jobs(ctx)
+            mark("index")
             out = _summary(m, mat, result, started)
-            out.update({"safety_backup_id": safety_id, "chroma_reconciled": reconciled})
+            out.update(
+                {"safety_backup_id": safety_id, "chroma_reconciled": reconciled, "timings": timings}
+            )
             ctx.audit("backup.restore", username=username, target=m.id, detail=out)
             return out
         finally:
@@ -441,14 +456,17 @@ def _swap(engine: BackupEngine, mat: Materialized, started: float) -> None:
         log.info("could not read unfinished jobs before the swap", exc_info=True)
     # 1. PDFs first: extra files are harmless if we stop here.
     if mat.files is not None:
+        # The staged copies were verified; a rename replaces a live copy cheaply
+        # (and repairs one that rotted), so live copies need not be re-hashed.
+        touched: set[Path] = set()
         for src in sorted(mat.files.glob("*/*.pdf")):
             dest = files_root / src.parent.name / src.name
-            if dest.exists() and sha256_file(dest) == src.stem:
-                continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(src, 0o444)
             os.replace(src, dest)
-            fsync_dir(dest.parent)
+            touched.add(dest.parent)
+        for folder in touched:
+            fsync_dir(folder)
     # 2. The database: one rename over a checkpointed (empty-WAL) live file.
     if ctx.vectors is not None:
         ctx.vectors.close()

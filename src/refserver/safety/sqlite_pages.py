@@ -152,6 +152,14 @@ def hash_pages(path: Path, page_size: int) -> tuple[bytes, str, int]:
     return bytes(table), whole.hexdigest(), size
 
 
+def hash_block(block: bytes, page_size: int, table: bytearray) -> None:
+    """Append the SHA-256 of every page of ``block`` (a whole number of pages)."""
+    mv = memoryview(block)
+    sha = hashlib.sha256
+    for off in range(0, len(block), page_size):
+        table += sha(mv[off : off + page_size]).digest()
+
+
 def write_delta(
     image: Path, page_size: int, parent_table: bytes, table: bytes, out: IO[bytes]
 ) -> int:

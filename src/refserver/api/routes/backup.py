@@ -15,11 +15,10 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from refserver.api.deps import AdminUser, CtxDep, SuperUser
-from refserver.safety import retention
+from refserver.safety import retention, service
 from refserver.safety.backup import BackupError, ChainGap, engine_of
 from refserver.safety.manifest import ManifestError, valid_id
 from refserver.safety.restore import NotFound, TargetRefused, confine_target, parse_at, resolve
-from refserver.safety import service
 from refserver.safety.service import (
     library_bytes,
     record_public,
