@@ -13,6 +13,13 @@ in the authenticated data, so reordering, truncation and tampering all fail to
 decrypt). The key is a file the user keeps away from the server; with it alone an
 encrypted copy can be listed, verified and restored. Object names are then HMACs
 of the checksums, so the storage provider cannot tell which known PDF is stored.
+
+Encrypted object format (for recovery without RefServer): ``b"RSOFFENC1"`` + an
+8-byte random nonce prefix, then chunks of ``u32 BE ciphertext length``, ``u8 final
+flag``, ciphertext (AES-256-GCM, tag included). Chunk *i* uses nonce = prefix +
+``u32 BE i`` and associated data = the 17-byte header + ``u64 BE i`` + final flag.
+The AES key is HMAC-SHA256(key file bytes, ``b"refserver-offsite-encrypt"``); the
+key file holds 32 random bytes, URL-safe base64.
 """
 
 from __future__ import annotations
