@@ -332,12 +332,20 @@ def main() -> None:
     emb = get_embedder()
     passages, queries = corpus_text(args.passages, seed=1)
     t = time.perf_counter()
-    base = emb.embed(passages)
-    qv = emb.embed(queries[: args.queries])
-    print(
-        f"embedded {len(passages)} corpus passages + {len(qv)} queries with {emb.name} "
-        f"in {time.perf_counter() - t:.1f} s"
-    )
+    key = hashlib.sha256(
+        "\n".join([emb.revision, *passages, *queries[: args.queries]]).encode()
+    ).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / f"refserver-bench-search-{key}.npz"
+    if cache.exists():  # same texts, same model: reuse (embedding is the slow part)
+        data = np.load(cache)
+        base, qv = data["base"], data["qv"]
+        how = f"loaded from {cache}"
+    else:
+        base = emb.embed(passages)
+        qv = emb.embed(queries[: args.queries])
+        np.savez(cache, base=base, qv=qv)
+        how = f"in {time.perf_counter() - t:.1f} s"
+    print(f"embedded {len(passages)} corpus passages + {len(qv)} queries with {emb.name} {how}")
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
         rows += run_size(n, base, passages, queries[: args.queries], qv, do_tune=n <= 20000)

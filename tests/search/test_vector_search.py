@@ -102,9 +102,10 @@ def test_batch_is_one_embedding_and_one_index_call(lib, monkeypatch) -> None:
     queries = [t["pages"][0] for t in TOPICS] * 5
     singles = [semantic_search(ctx, q, Filters(), 3, 0).results[0].doc_id for q in queries[:6]]
     emb = ctx.embedder()
-    embed_spy, query_spy = Spy(emb._embed_batch), Spy(ctx.vectors.query)
+    col = ctx.vectors.collection(PAGES)
+    embed_spy, query_spy = Spy(emb._embed_batch), Spy(col.query)
     monkeypatch.setattr(emb, "_embed_batch", embed_spy)
-    monkeypatch.setattr(ctx.vectors, "query", query_spy)
+    monkeypatch.setattr(col, "query", query_spy)
     pages = batch_search(ctx, queries, limit=3)
     assert embed_spy.calls == 1 and query_spy.calls == 1  # one model call for 30 queries
     assert len(pages) == 30

@@ -23,7 +23,7 @@ from refserver.search.common import (
 )
 from refserver.search.hybrid import rrf
 from refserver.search.keyword import keyword_search
-from refserver.search.semantic import OVERFETCH, IndexKind, group_hits, index_size, page_hits
+from refserver.search.semantic import OVERFETCH, IndexKind, group_hits, page_hits
 
 BatchMode = Literal["semantic", "keyword", "hybrid"]
 MAX_QUERIES = 1000
@@ -57,9 +57,8 @@ def batch_semantic(
     index: IndexKind = "chroma",
 ) -> list[SearchPage]:
     vecs = embed_queries(ctx.embedder(), list(queries))  # one batched pass
-    size = index_size(ctx, index)
-    k = limit * OVERFETCH * (4 if filters.active() else 1)
-    all_hits = page_hits(ctx, vecs, max(1, min(max(k, 50), max(size, 1))), index)  # one call
+    k = max(50, limit * OVERFETCH * (4 if filters.active() else 1))
+    all_hits = page_hits(ctx, vecs, k, index)  # one call
     grouped = [group_hits(h) for h in all_hits]
     with ctx.db.read() as s:
         snap = current_snapshot(s)

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from refserver.storage.models import Page, Paper
@@ -20,6 +20,8 @@ from refserver.storage.models import Page, Paper
 MARK_OPEN = "\x02"
 MARK_CLOSE = "\x03"
 SNIPPET_WORDS = 32
+MAX_SNIPPET_SCAN = 5000
+_PUNCT = "".join(chr(c) for c in range(0x21, 0x7F) if not chr(c).isalnum())
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -181,19 +183,22 @@ def papers_by_doc_id(
 
 
 def page_texts(s: Session, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
-    """Text of (paper id, page number) pairs in one query."""
+    """Text of (paper id, page number) pairs, read in one indexed query per 500 papers."""
     if not pairs:
         return {}
+    wanted = set(pairs)
     out: dict[tuple[int, int], str] = {}
-    unique = list(dict.fromkeys(pairs))
-    for i in range(0, len(unique), 400):
+    paper_ids = sorted({p for p, _ in wanted})
+    numbers = sorted({n for _, n in wanted})
+    for i in range(0, len(paper_ids), 500):
         rows = s.execute(
             select(Page.paper_id, Page.page_number, Page.text).where(
-                tuple_(Page.paper_id, Page.page_number).in_(unique[i : i + 400])
+                Page.paper_id.in_(paper_ids[i : i + 500]), Page.page_number.in_(numbers)
             )
         )
         for pid, num, body in rows:
-            out[(pid, num)] = body or ""
+            if (pid, num) in wanted:
+                out[(pid, num)] = body or ""
     return out
 
 
@@ -203,17 +208,13 @@ def query_terms(query: str | None) -> list[str]:
 
 def make_snippet(body: str, terms: list[str], words: int = SNIPPET_WORDS) -> str:
     """The window of ``body`` with most query words, HTML-escaped, matches in <mark>."""
-    tokens = body.split()
+    tokens = body.split()[:MAX_SNIPPET_SCAN]
     if not tokens:
         return ""
     wanted = set(terms)
-
-    def hit(tok: str) -> bool:
-        return any(w.lower() in wanted for w in _WORD.findall(tok))
-
-    flags = [hit(t) for t in tokens]
+    flags = [bool(wanted) and t.strip(_PUNCT).lower() in wanted for t in tokens]
     best_start = 0
-    if len(tokens) > words:
+    if len(tokens) > words and any(flags):
         run = best = sum(flags[:words])
         for start in range(1, len(tokens) - words + 1):
             run += flags[start + words - 1] - flags[start - 1]

@@ -38,9 +38,14 @@ def page_hits(
     if index in ("int8", "float16"):
         q = quantized_index(ctx, index)
         return [[Hit(d, p, sim) for d, p, sim in row] for row in q.search(vectors, k)]
-    if ctx.vectors is None or ctx.vectors.count(PAGES) == 0:
+    if ctx.vectors is None:
         return [[] for _ in range(len(vectors))]
-    res = ctx.vectors.query(PAGES, vectors, k)
+    # The collection directly: VectorIndex.query counts the collection first to
+    # clamp k, which costs as much as the query; ChromaDB 1.x already returns
+    # fewer rows when k exceeds the collection (and none when it is empty).
+    res = ctx.vectors.collection(PAGES).query(
+        query_embeddings=vectors, n_results=max(1, k), include=["metadatas", "distances"]
+    )
     out: list[list[Hit]] = []
     for metas, dists in zip(res["metadatas"], res["distances"], strict=True):
         out.append(
@@ -62,12 +67,6 @@ def quantized_index(ctx: Any, dtype: str) -> Any:
     if idx is None:
         idx = ctx.extras[key] = QuantizedIndex(ctx.db, dtype=dtype)  # type: ignore[arg-type]
     return idx
-
-
-def index_size(ctx: Any, index: IndexKind) -> int:
-    if index in ("int8", "float16"):
-        return quantized_index(ctx, index).sync()
-    return ctx.vectors.count(PAGES) if ctx.vectors is not None else 0
 
 
 def group_hits(hits: list[Hit]) -> list[tuple[str, float, list[Hit]]]:
@@ -131,17 +130,16 @@ def semantic_search(
 ) -> SearchPage:
     """Papers ranked by their best-matching page for the meaning of ``q``."""
     vec = vector if vector is not None else ctx.embedder().embed([q])[0]
-    size = index_size(ctx, index)
     k = max(50, (offset + limit) * OVERFETCH)
     with ctx.db.read() as s:
         snap = current_snapshot(s) if snapshot is None else snapshot
         total, results = 0, []
         for _ in range(MAX_ROUNDS):
-            hits = page_hits(ctx, vec, min(k, max(size, 1)), index)[0]
+            hits = page_hits(ctx, vec, k, index)[0]
             total, results = rank_papers(
                 ctx, s, hits, filters, snap, query_terms(q), limit=limit, offset=offset
             )
-            if total >= offset + limit or k >= size:
+            if total >= offset + limit or len(hits) < k:  # enough, or the index is exhausted
                 break
             k *= 4
     return SearchPage(total, results, "semantic", snap, generation, {"index": index})

@@ -47,8 +47,12 @@ def similar_papers(ctx: Any, doc_id: str, limit: int) -> dict[str, Any] | None:
         skip = excluded_ids(s, paper)
         vec = paper_vector(s, paper)
         found: list[dict[str, Any]] = []
-        if vec is not None and ctx.vectors is not None and ctx.vectors.count(PAPERS):
-            res = ctx.vectors.query(PAPERS, vec, limit + len(skip) + 5)
+        if vec is not None and ctx.vectors is not None:
+            res = ctx.vectors.collection(PAPERS).query(
+                query_embeddings=vec[None, :],
+                n_results=limit + len(skip) + 5,
+                include=["metadatas", "distances"],
+            )
             cands = [
                 (str(m["doc_id"]), 1.0 - float(d))
                 for m, d in zip(res["metadatas"][0], res["distances"][0], strict=True)
