@@ -77,6 +77,19 @@ def uploaded(
     """Drop a corpus PDF and a non-PDF on the upload page, add a PDF via the file chooser."""
     page = signed_in
     page.goto(f"{live_server.url}/admin/upload")
+    # Record every state text a row shows, to prove progress is reported step by step.
+    page.evaluate(
+        """() => {
+            window.__states = [];
+            new MutationObserver(() => {
+                for (const s of document.querySelectorAll('#upload-list .state')) {
+                    const name = s.parentElement.querySelector('.name').textContent;
+                    window.__states.push(name + ' | ' + s.textContent);
+                }
+            }).observe(document.getElementById('upload-list'),
+                       {subtree: true, childList: true, characterData: true});
+        }"""
+    )
     drop_files(
         page,
         "#dropzone",
@@ -112,7 +125,8 @@ def uploaded(
         }
         for i in range(items.count())
     }
-    return {"rows": rows, "page": page}
+    states = sorted(set(page.evaluate("window.__states")))
+    return {"rows": rows, "page": page, "states": states}
 
 
 def test_login_page_and_redirects(
@@ -153,6 +167,10 @@ def test_upload_shows_progress_and_per_file_errors(
 ) -> None:
     rows = uploaded["rows"]
     assert rows[JACOW.name]["status"] == "completed", rows
+    seen = [s.split(" | ", 1)[1] for s in uploaded["states"] if s.startswith(JACOW.name)]
+    assert any(s.startswith("Uploading") for s in seen), seen
+    # The pipeline's steps were shown as they ran, with the job's progress.
+    assert any(re.match(r"Processing: [a-z ]+ · \d+%", s) for s in seen), seen
     assert "Done" in rows[JACOW.name]["state"] and "3 page(s)" in rows[JACOW.name]["state"]
     assert rows[JACOW.name]["href"].startswith("/admin/papers/")
     assert rows["granular_flow_note.pdf"]["status"] == "completed", rows
@@ -400,5 +418,38 @@ def test_accessibility_check_catches_problems(browser_context: Any) -> None:
             'contrast 2.32 for "faint text"',
         ):
             assert expected in problems, (expected, problems)
+    finally:
+        tab.close()
+
+
+def test_layout_fits_a_phone(
+    uploaded: dict[str, Any], browser_context: Any, live_server: LiveServer
+) -> None:
+    """At 390 px wide no page scrolls sideways (tables scroll inside their card)."""
+    tab = browser_context.new_page()
+    try:
+        tab.set_viewport_size({"width": 390, "height": 844})
+        for path in (
+            "/admin/dashboard",
+            "/admin/papers",
+            uploaded["rows"][JACOW.name]["href"],
+            "/admin/upload",
+            "/admin/queue",
+            "/admin/backup",
+            "/admin/consistency",
+            "/admin/disaster-recovery",
+            "/admin/account",
+        ):
+            tab.goto(f"{live_server.url}{path}")
+            overflow = tab.evaluate(
+                "() => document.documentElement.scrollWidth - window.innerWidth"
+            )
+            wide = tab.evaluate(
+                """() => [...document.querySelectorAll('body *')]
+                    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                                 && !e.closest('.table-wrap'))
+                    .slice(0, 5).map(e => e.tagName + '.' + e.className)"""
+            )
+            assert overflow <= 1, f"{path} is {overflow}px wider than a phone screen: {wide}"
     finally:
         tab.close()

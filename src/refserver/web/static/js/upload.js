@@ -10,7 +10,7 @@
   var csrf = document.body.getAttribute("data-csrf") || "";
   var maxBytes = Number(zone.getAttribute("data-max-mb") || "100") * 1024 * 1024;
   var PARALLEL = 2;
-  var POLL_MS = 700;
+  var POLL_MS = 500;
   var waiting = [];
   var active = 0;
   var items = [];
