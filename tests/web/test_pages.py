@@ -418,3 +418,33 @@ def test_csrf_token_is_per_session(app_client: TestClient) -> None:
     assert first != second
     assert csrf_from(app_client.get("/admin/dashboard").text) == second
     app_client.cookies.clear()
+
+
+def test_builds_without_optional_areas(
+    admin: tuple[TestClient, str], seeded: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the search or safety modules the pages still work and say what is missing."""
+    from refserver.web import views
+
+    real = views.optional_module
+    missing = ("refserver.search", "refserver.safety.")
+    monkeypatch.setattr(
+        views,
+        "optional_module",
+        lambda name: None if name.startswith(missing) else real(name),
+    )
+    client, _ = admin
+    # The papers search falls back to SQLite FTS5 (quoted words, ranked by BM25).
+    found = client.get("/admin/papers", params={"q": "cavity tuner"})
+    assert "keyword search" in found.text
+    assert titles(found.text) == ["Beam Dynamics of Superconducting Cavities"]
+    assert titles(client.get("/admin/papers", params={"q": 'plasma" *('}).text) == [
+        "Alpha Particles in Plasma"
+    ]
+    detail = client.get(f"/admin/papers/{seeded['beam']}").text
+    assert "Similar papers are not available in this build." in detail
+    for url in ("/admin/backup", "/admin/consistency", "/admin/disaster-recovery"):
+        page = client.get(url)
+        assert page.status_code == 200 and "Not available in this build" in page.text, url
+    dash = client.get("/admin/dashboard").text
+    assert re.search(r'data-stat="readiness">—<', dash) and "(not available)" in dash
