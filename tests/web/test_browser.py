@@ -453,3 +453,42 @@ def test_layout_fits_a_phone(
             assert overflow <= 1, f"{path} is {overflow}px wider than a phone screen: {wide}"
     finally:
         tab.close()
+
+
+def test_upload_waits_out_the_rate_limit(
+    uploaded: dict[str, Any],
+    live_server: LiveServer,
+    console: ConsoleLog,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A 429 from /upload is not a failure: the file waits as told and goes through."""
+    from refserver.auth.ratelimit import SecurityLimits, configure
+
+    page = uploaded["page"]
+    folder = tmp_path_factory.mktemp("ratelimited")
+    files = [
+        make_text_pdf(folder / f"limited_{i}.pdf", [f"Rate limited upload number {i}. " * 40])
+        for i in range(2)
+    ]
+    configure(live_server.app, SecurityLimits(upload="1 per 3 seconds"))
+    try:
+        page.goto(f"{live_server.url}/admin/upload")
+        page.evaluate(
+            """() => { window.__busy = false;
+                new MutationObserver(() => {
+                    if (document.querySelector('#upload-list').textContent.includes('Server busy'))
+                        window.__busy = true;
+                }).observe(document.getElementById('upload-list'),
+                           {subtree: true, childList: true, characterData: true}); }"""
+        )
+        page.set_input_files("#file-input", [str(f) for f in files])
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#upload-list .upload-item')]"
+            ".filter(li => li.dataset.status === 'completed').length === 2",
+            timeout=120_000,
+        )
+        assert page.evaluate("window.__busy")
+    finally:
+        configure(live_server.app, SecurityLimits())
+    errors = [e for e in console.take() if "429" not in e]
+    assert not errors, errors

@@ -113,6 +113,14 @@
       setState(item, "uploading", "Uploading… " + pct + "%", pct);
     };
     xhr.onload = function () {
+      if (xhr.status === 429) {
+        // Too many uploads at once: wait as the server asks, then try this file again.
+        var wait = Math.max(1, Number(xhr.getResponseHeader("Retry-After")) || 5);
+        setState(item, "queued", "Server busy: retrying in " + wait + " s…", 0);
+        finished();
+        setTimeout(function () { waiting.unshift(item); pump(); }, wait * 1000);
+        return;
+      }
       if (xhr.status !== 200) {
         setState(item, "failed", detailOf(xhr), 0);
         finished();
