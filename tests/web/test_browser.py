@@ -492,3 +492,22 @@ def test_upload_waits_out_the_rate_limit(
         configure(live_server.app, SecurityLimits())
     errors = [e for e in console.take() if "429" not in e]
     assert not errors, errors
+
+
+def test_keyboard_focus_is_visible(uploaded: dict[str, Any], live_server: LiveServer) -> None:
+    """Tab starts at the skip link, which jumps to the content; focus always shows."""
+    page = uploaded["page"]
+    page.goto(f"{live_server.url}/admin/papers")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    box = page.locator(".skip-link").bounding_box()
+    assert box is not None and box["x"] >= 0  # moved on screen while focused
+    page.keyboard.press("Enter")
+    assert page.evaluate("location.hash") == "#main"
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        outline = page.evaluate(
+            "() => { const s = getComputedStyle(document.activeElement);"
+            " return [s.outlineStyle, parseFloat(s.outlineWidth)]; }"
+        )
+        assert outline[0] != "none" and outline[1] >= 2, outline
