@@ -276,6 +276,8 @@ def test_roles_reader_cannot_change_and_only_superuser_deletes(
     token = form_login(app_client, "rita", "password-123")
     upload = app_client.get("/admin/upload").text
     assert "needs the editor role" in upload and 'id="dropzone"' not in upload
+    nav = re.search(r'<nav aria-label="Main">(.*?)</nav>', upload, re.S).group(1)
+    assert ">Papers<" in nav and ">Upload<" not in nav and ">Backup<" not in nav
     detail = app_client.get(f"/admin/papers/{doc}").text
     assert "readonly" in detail and "Save changes" not in detail and "Delete paper" not in detail
     r = app_client.post(f"/admin/papers/{doc}/metadata", data={"csrf_token": token, "year": "1"})

@@ -25,14 +25,15 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 EditorPage = Depends(require("editor"))
 SuperPage = Depends(require("superuser"))
 
+# (key, label, href, lowest role that may open it): the bar shows what the user can use.
 NAV = (
-    ("dashboard", "Dashboard", "/admin/dashboard"),
-    ("papers", "Papers", "/admin/papers"),
-    ("upload", "Upload", "/admin/upload"),
-    ("queue", "Jobs", "/admin/queue"),
-    ("backup", "Backup", "/admin/backup"),
-    ("consistency", "Consistency", "/admin/consistency"),
-    ("recovery", "Recovery", "/admin/disaster-recovery"),
+    ("dashboard", "Dashboard", "/admin/dashboard", "reader"),
+    ("papers", "Papers", "/admin/papers", "reader"),
+    ("upload", "Upload", "/admin/upload", "editor"),
+    ("queue", "Jobs", "/admin/queue", "reader"),
+    ("backup", "Backup", "/admin/backup", "admin"),
+    ("consistency", "Consistency", "/admin/consistency", "admin"),
+    ("recovery", "Recovery", "/admin/disaster-recovery", "admin"),
 )
 
 
@@ -54,7 +55,7 @@ def render(
         "user": user,
         "csrf_token": get_csrf_token(request),
         "flashes": request.session.pop("flash", []) if "hx-request" not in request.headers else [],
-        "nav": NAV,
+        "nav": [(k, label, href) for k, label, href, role in NAV if user.can(role)],
         "active": active,
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
