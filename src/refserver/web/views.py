@@ -101,16 +101,22 @@ def _storage_usage(ctx: Any) -> dict[str, int]:
 
 
 def service_status(ctx: Any) -> list[dict[str, Any]]:
-    """One row per service: name, ok (True/False/None = not part of this build), detail."""
+    """One row per service: name, ok (True/False/None = switched off), detail."""
     from refserver.ingest.ocr import tesseract_available
 
     try:
-        gen = ctx.db.generation()
-        db = {"ok": True, "detail": f"generation {gen}"}
+        db = {"ok": True, "detail": f"generation {ctx.db.generation()}"}
     except Exception as exc:  # the page must render even when the database is sick
         db = {"ok": False, "detail": str(exc)}
-    scheduler = ctx.scheduler
-    rows = [
+    ocr = tesseract_available()
+    running = bool(ctx.scheduler is not None and getattr(ctx.scheduler, "running", False))
+    sched_mod = optional_module("refserver.safety.scheduler")
+    reason = (
+        sched_mod.scheduler_state(ctx).get("reason", "")
+        if sched_mod is not None
+        else ("running" if running else "off")
+    )
+    return [
         {"name": "Database", **db},
         {
             "name": "Vector index",
@@ -127,22 +133,13 @@ def service_status(ctx: Any) -> list[dict[str, Any]]:
             "ok": not ctx.db.writes_paused,
             "detail": "paused (restore in progress)" if ctx.db.writes_paused else "accepted",
         },
-        {
-            "name": "OCR",
-            "ok": tesseract_available(),
-            "detail": "tesseract" if tesseract_available() else "tesseract missing",
-        },
+        {"name": "OCR", "ok": ocr, "detail": "tesseract" if ocr else "tesseract missing"},
         {
             "name": "Scheduler",
-            "ok": bool(scheduler and getattr(scheduler, "running", False))
-            if scheduler is not None
-            else None,
-            "detail": "running"
-            if scheduler is not None and getattr(scheduler, "running", False)
-            else ("not started" if scheduler is not None else "off"),
+            "ok": True if running else (None if not ctx.settings.scheduler_enabled else False),
+            "detail": reason,
         },
     ]
-    return rows
 
 
 def latest_backup(ctx: Any) -> dict[str, Any] | None:
