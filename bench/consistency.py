@@ -6,7 +6,8 @@ page ~2 KB of text, a 384-d float32 vector per page and per paper with its
 SHA-256, generation and model) through the real schema, ChromaDB upserts of the
 same random unit vectors with the metadata ``Library`` writes, and one small
 content-addressed file per paper in the real ``FileStore`` layout. The FTS table
-is left empty (the checker does not read it; ``integrity_check`` would scan it).
+is left empty (the checker does not read it; ``integrity_check`` would scan it),
+and the HNSW graph is built with cheap parameters (the checker never reads it).
 
 Printed per size: summary time; full check time (clean), split into the SQLite
 snapshot, the ChromaDB metadata scan, ``PRAGMA integrity_check`` and the files;
@@ -58,7 +59,9 @@ def build(root: Path, n_pages: int) -> tuple[Database, VectorIndex, FileStore, f
     db = Database(f"sqlite:///{root / 'refserver.db'}")
     db.migrate()
     files = FileStore(root / "files")
-    vectors = VectorIndex(root / "chroma")
+    # Cheap HNSW parameters: the checker reads ids and metadata, never the graph,
+    # and the default M=32/ef_construction=200 makes the 100k build take minutes.
+    vectors = VectorIndex(root / "chroma", hnsw={"max_neighbors": 8, "ef_construction": 16})
     n_papers = n_pages // PAGES_PER_PAPER
     gen = 1
     con = sqlite3.connect(root / "refserver.db")

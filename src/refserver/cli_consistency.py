@@ -44,15 +44,20 @@ def _issue_table(issues: list[dict[str, Any]], limit: int) -> Table:
     return table
 
 
-def _fix_table(report: dict[str, Any]) -> Table:
+def _fix_table(report: dict[str, Any], limit: int) -> Table:
     title = "Repairs (dry run)" if report.get("dry_run") else "Repairs"
     table = Table(title=title)
     for col in ("outcome", "type", "entry", "what"):
         table.add_column(col, overflow="fold")
-    for f in report["fixed"]:
-        table.add_row("[green]fixed[/green]", f["type"], f.get("entry_id") or "", f["action"])
-    for f in report["failed"]:
-        table.add_row("[red]not fixed[/red]", f["type"], f.get("entry_id") or "", f["reason"])
+    rows = [("[green]fixed[/green]", f, f.get("action", "")) for f in report["fixed"]]
+    rows += [("[red]not fixed[/red]", f, f.get("reason", "")) for f in report["failed"]]
+    for outcome, f, what in rows[:limit]:
+        table.add_row(outcome, f["type"], f.get("entry_id") or "", what)
+    table.caption = f"{report['fixed_count']} fixed, {report['failed_count']} not fixed" + (
+        f" ({len(rows) - limit} rows not shown)" if len(rows) > limit else ""
+    )
+    if report.get("quarantine"):
+        table.caption += f"; removed items kept in {report['quarantine']}"
     return table
 
 
@@ -86,7 +91,7 @@ def check_command(
                 if as_json:
                     console.print_json(json.dumps({"fix": report, "check": after}, default=str))
                 else:
-                    console.print(_fix_table(report))
+                    console.print(_fix_table(report, limit))
                     _print_check(after, limit)
                 ok = report["failed_count"] == 0
             else:

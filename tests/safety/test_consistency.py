@@ -477,3 +477,17 @@ def test_writes_during_the_scan_are_confirmed_away(ctx: Any, lib: dict[str, str]
     }
     confirmed, dropped = consistency._confirm(Parts.from_ctx(ctx), found, False)
     assert confirmed == {PAGES: [], PAPERS: []} and dropped == 3
+
+
+def test_direct_metadata_read_matches_the_chroma_api(ctx: Any, lib: dict[str, str]) -> None:
+    """The embedded fast path returns exactly what ChromaDB's own ``get`` returns."""
+    for name in (PAGES, PAPERS):
+        direct = consistency.read_metadata_direct(ctx.vectors, name)
+        assert direct is not None
+        got = ctx.vectors.collection(name).get(include=["metadatas"])
+        assert direct == {cid: dict(m) for cid, m in zip(got["ids"], got["metadatas"], strict=True)}
+    # A seeded mismatch is seen the same way by both paths.
+    emb, meta = chroma_entry(ctx, PAPERS, lib["a"])
+    ctx.vectors.upsert(PAPERS, [lib["a"]], emb[None], [{**meta, "year": 1066}])
+    assert consistency.read_metadata_direct(ctx.vectors, PAPERS)[lib["a"]]["year"] == 1066
+    assert found(check(ctx)) == {("metadata_mismatch", lib["a"])}
