@@ -29,6 +29,7 @@ ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 MAX_MEMBERS = 200_000
+THREADED_MIN = 16 << 20
 MAX_MEMBER_BYTES = 64 << 30
 
 Progress = Callable[[int], None]  # bytes done since the last call
@@ -69,9 +70,11 @@ def zstd_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _compressing_writer(sink: IO[bytes], compression: str) -> Any:
+def _compressing_writer(sink: IO[bytes], compression: str, size_hint: int = -1) -> Any:
     if compression == "zstd":
-        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=zstd_threads())
+        # Worker threads pay off on big members only; a PDF is compressed inline.
+        threads = zstd_threads() if size_hint < 0 or size_hint > THREADED_MIN else 0
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads)
         return cctx.stream_writer(sink, closefd=False)
     if compression == "gzip":
         return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
@@ -130,12 +133,13 @@ def write_stream(
     dest: Path,
     compression: str,
     produce: Callable[[IO[bytes]], None],
+    size_hint: int = -1,
 ) -> Written:
     """Compress whatever ``produce(writer)`` writes into ``dest`` atomically."""
     out = _AtomicOut(dest)
     try:
         stored = _HashingWriter(out.f)
-        comp = _compressing_writer(stored, compression)
+        comp = _compressing_writer(stored, compression, size_hint)
         raw = _HashingWriter(comp)
         produce(raw)  # type: ignore[arg-type]
         comp.close()
@@ -164,7 +168,7 @@ def compress_file(
                 if progress:
                     progress(len(block))
 
-    return write_stream(dest, compression, produce)
+    return write_stream(dest, compression, produce, size_hint=src.stat().st_size)
 
 
 def tar_folder(src: Path, dest: Path, compression: str) -> Written:
