@@ -332,6 +332,11 @@ class BackupEngine:
             linked: dict[str, Path] = {}
             chroma_counts: dict[str, int] = {}
             progress("consistent point", 0.01)
+            if m.kind == "full" and ctx.vectors is not None and not self.settings.chroma_host:
+                # Chroma loads a collection (and applies its pending log) on first
+                # use in a process: make that happen here, not inside the barrier.
+                for name in COLLECTIONS:
+                    ctx.vectors.count(name)
             t0 = time.monotonic()
             barrier = ctx.db.barrier() if m.kind != "snapshot" else contextlib.nullcontext(0)
             with barrier:
