@@ -240,6 +240,11 @@ def main() -> None:
         f"embedding threads={bulk['embed_threads']}, load average during runs: "
         f"baseline {base['load_avg']}, bulk {bulk['load_avg']}"
     )
+    busy = bulk["step_seconds"].get("embeddings", 0.0) / (bulk["embed_threads"] * bulk["seconds"])
+    print(
+        f"embedding threads busy {busy:.0%} of the bulk run's wall time "
+        "(the rest of the pipeline overlaps with them)"
+    )
     speed_files = speedup
     if args.json:
         args.json.write_text(
