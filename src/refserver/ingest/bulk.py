@@ -411,6 +411,7 @@ def bulk_import(
     known = [x for x in shas.values() if x]
     stored: dict[str, str] = {}
     prior: dict[str, list[Job]] = {}
+    unreadable: dict[str, Job] = {}  # earlier jobs of files that could not be read
     with ctx.db.read() as rs:
         for i in range(0, len(known), 500):
             for doc_id, sha in rs.execute(
@@ -424,6 +425,8 @@ def bulk_import(
         ).scalars():
             if job.file_sha256:
                 prior.setdefault(job.file_sha256, []).append(job)
+            else:
+                unreadable[job.filename] = job
 
     todo: list[_Item] = []
     primary: dict[str, _Item] = {}
@@ -441,10 +444,12 @@ def bulk_import(
             earlier = prior.get(sha, [])
             job = earlier[k] if k < len(earlier) else None
         if sha is None:
-            jid = str(uuid.uuid4())
-            to_create.append(
-                dict(id=jid, filename=f.name, status="failed", error_message="unreadable file")
-            )
+            old = unreadable.pop(f.name, None)
+            jid = old.id if old is not None else str(uuid.uuid4())
+            if old is None:
+                to_create.append(
+                    dict(id=jid, filename=f.name, status="failed", error_message="unreadable file")
+                )
             rep.outcomes.append(FileOutcome(str(f), "failed", jid, reason="file cannot be read"))
             continue
         if sha in primary:  # the same bytes twice in this batch
