@@ -7,14 +7,17 @@ run it on a scratch copy; :meth:`Parts.from_ctx` builds them from the live
 
 How a check stays fast and race-free
     Phase 1 reads SQLite in ONE read transaction (ids, checksums, a little
-    metadata; never the vector blobs) and pages through ChromaDB's metadata with
-    ``VectorIndex.iter_entries``; the two are compared as dicts and sets. Nothing
-    is locked, so ingests keep running. Phase 2 re-reads only the suspects (the
-    ids phase 1 found to disagree) while holding the write barrier, when SQLite
-    and ChromaDB are known to agree for every finished write (``Library`` writes
-    SQLite then ChromaDB under the barrier). A suspect that no longer disagrees
-    was a write in flight and is dropped, so a busy library does not report
-    false positives.
+    metadata; never the vector blobs) while, in parallel threads, it reads every
+    ChromaDB entry's metadata (offset windows of ``collection.get``; for an
+    embedded folder a validated read-only fast path, see
+    :func:`read_metadata_direct`) and runs ``integrity_check``; the two stores are
+    then compared as dicts and sets. Nothing is locked, so ingests keep running.
+    Phase 2 re-reads only the suspects (the ids phase 1 found to disagree, through
+    ChromaDB's public API) while holding the write barrier, when SQLite and
+    ChromaDB are known to agree for every finished write (``Library`` writes SQLite
+    then ChromaDB under the barrier). A suspect that no longer disagrees was a
+    write in flight and is dropped, so a busy library does not report false
+    positives.
 
 Types (DESIGN.md §1: ChromaDB must hold exactly what SQLite holds)
     ``missing_in_chromadb``  a vector row in SQLite that ChromaDB lacks, or a page
@@ -31,7 +34,10 @@ Types (DESIGN.md §1: ChromaDB must hold exactly what SQLite holds)
                              audited ``delete_paper`` or an ingest job naming it).
     ``embedding_mismatch``   ChromaDB's vector differs from SQLite's copy (checksum
                              in the entry's metadata vs ``vectors.checksum``; with
-                             ``deep=True`` the actual embedding is hashed), or the
+                             ``deep=True`` the stored embedding is compared with
+                             SQLite's vector, within 1e-5 because ChromaDB's cosine
+                             space renormalises, and SQLite's own checksum is
+                             verified), or the
                              entry claims another model/dimension than SQLite's row;
                              also SQLite rows made by a model other than the
                              configured one (re-embedded by the fix).
@@ -64,6 +70,10 @@ Fix rules (dry-run unless ``dry_run=False``; never deletes a PDF or a paper row)
       reported it. Orphaned ``pages`` rows carry neither and are removed at once:
       a page and its paper commit in one transaction, so a committed page without
       its paper cannot be a write in flight.
+    * A finished job naming a vanished paper keeps its row: only its reference is
+      cleared (the old value stays in its ``result_summary``). A dangling
+      ``api_tokens`` row (its user is gone) is deleted; other foreign-key
+      violations and ``integrity_check`` failures are left for a restore.
     * All SQLite writes go through ``db.write()``; ChromaDB and file changes are made
       while holding ``db.barrier()``. Each fix run is recorded as
       ``CheckRun(kind="fix")`` with every change, and audited when a user asked.
@@ -688,7 +698,7 @@ def _scan_chroma(
         for start in range(0, len(ids), 2000):
             take(vectors.get(name, ids[start : start + 2000], include=include))
         return metas, embs
-    if not deep:
+    if not deep and USE_DIRECT_READ:
         direct = read_metadata_direct(vectors, name)
         if direct is not None:
             return direct, None
@@ -711,6 +721,7 @@ def _scan_chroma(
 
 
 DIRECT_CHUNK = 20000
+USE_DIRECT_READ = True  # False: always ChromaDB's public API (the bench compares both)
 
 
 def read_metadata_direct(vectors: VectorIndex, name: str) -> dict[str, dict[str, Any]] | None:
