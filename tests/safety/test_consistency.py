@@ -491,3 +491,24 @@ def test_direct_metadata_read_matches_the_chroma_api(ctx: Any, lib: dict[str, st
     ctx.vectors.upsert(PAPERS, [lib["a"]], emb[None], [{**meta, "year": 1066}])
     assert consistency.read_metadata_direct(ctx.vectors, PAPERS)[lib["a"]]["year"] == 1066
     assert found(check(ctx)) == {("metadata_mismatch", lib["a"])}
+
+
+def test_orphan_past_the_grace_period_is_removed_even_at_current_generation(
+    ctx: Any, lib: dict[str, str]
+) -> None:
+    """The age rule: a ChromaDB entry's age is the time since a recorded check first saw it."""
+    emb, meta = chroma_entry(ctx, PAGES, f"{lib['a']}:1")
+    gen = ctx.db.generation()
+    ctx.vectors.upsert(
+        PAGES, ["stale-doc:1"], emb[None], [{**meta, "doc_id": "stale-doc", "generation": gen}]
+    )
+    parts = Parts.from_ctx(ctx)
+    parts.grace_seconds = 1
+    first = consistency.run_check(parts)  # recorded: first seen now
+    assert first["issues_by_type"]["missing_in_sqlite"] == 1
+    report = fix(parts, ["missing_in_sqlite"], dry_run=False)
+    assert [f["type"] for f in report.failed] == ["missing_in_sqlite"]  # seen < 1 s ago
+    time.sleep(1.2)
+    report = fix(parts, ["missing_in_sqlite"], dry_run=False)
+    assert report.failed == [] and "grace period" in report.fixed[0]["action"]
+    assert ctx.vectors.get(PAGES, ["stale-doc:1"])["ids"] == []
