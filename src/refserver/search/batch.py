@@ -14,10 +14,11 @@ from refserver.search.common import (
     Filters,
     Result,
     SearchPage,
+    allowed_papers,
     current_snapshot,
+    load_papers,
     make_snippet,
     page_texts,
-    papers_by_doc_id,
     query_terms,
     result_from_paper,
 )
@@ -55,18 +56,20 @@ def batch_semantic(
     *,
     generation: int = 0,
     index: IndexKind = "chroma",
+    vectors: np.ndarray | None = None,
 ) -> list[SearchPage]:
-    vecs = embed_queries(ctx.embedder(), list(queries))  # one batched pass
+    vecs = vectors if vectors is not None else embed_queries(ctx.embedder(), list(queries))
     k = max(50, limit * OVERFETCH * (4 if filters.active() else 1))
     all_hits = page_hits(ctx, vecs, k, index)  # one call
     grouped = [group_hits(h) for h in all_hits]
     with ctx.db.read() as s:
         snap = current_snapshot(s)
-        papers = papers_by_doc_id(s, [g[0] for gs in grouped for g in gs], filters, snap)
-        kept = [[g for g in gs if g[0] in papers] for gs in grouped]
-        texts = page_texts(
-            s, [(papers[d].id, hs[0].page) for gs in kept for d, _, hs in gs[:limit]]
-        )
+        allowed = allowed_papers(s, [g[0] for gs in grouped for g in gs], filters, snap)
+        kept = [[g for g in gs if g[0] in allowed] for gs in grouped]
+        shown = [(allowed[d], hs[0].page) for gs in kept for d, _, hs in gs[:limit]]
+        by_id = load_papers(s, [pid for pid, _ in shown])
+        papers = {p.doc_id: p for p in by_id.values()}
+        texts = page_texts(s, shown)
     pages: list[SearchPage] = []
     for q, gs in zip(queries, kept, strict=True):
         terms = query_terms(q)
@@ -94,8 +97,9 @@ def batch_search(
     limit: int = 10,
     generation: int = 0,
     index: IndexKind = "chroma",
+    vectors: np.ndarray | None = None,
 ) -> list[SearchPage]:
-    """One result page per query, in the order given."""
+    """One result page per query, in the order given (``vectors``: already embedded)."""
     filters = filters or Filters()
     if len(queries) > MAX_QUERIES:
         raise ValueError(f"at most {MAX_QUERIES} queries per batch")
@@ -115,6 +119,7 @@ def batch_search(
         max(limit, 20) if mode == "hybrid" else limit,
         generation=generation,
         index=index,
+        vectors=vectors,
     )
     if mode == "semantic":
         return sem

@@ -158,27 +158,40 @@ def current_snapshot(s: Session) -> int:
     return int(s.execute(text("SELECT coalesce(max(id), 0) FROM papers")).scalar_one())
 
 
-def papers_by_doc_id(
+def allowed_papers(
     s: Session, doc_ids: list[str], filters: Filters, snapshot: int | None
-) -> dict[str, Paper]:
-    """Papers among ``doc_ids`` that pass the filters and the snapshot, keyed by doc_id."""
+) -> dict[str, int]:
+    """{doc_id: paper id} of those among ``doc_ids`` SQLite holds and the filters allow.
+
+    Only ids are read here: candidates are many, full rows are loaded for the
+    result window alone (``load_papers``).
+    """
     if not doc_ids:
         return {}
     conds, params = filters.sql("p")
     if snapshot is not None:
         conds.append("p.id <= :snapshot")
         params["snapshot"] = snapshot
-    out: dict[str, Paper] = {}
+    out: dict[str, int] = {}
     unique = list(dict.fromkeys(doc_ids))
     for i in range(0, len(unique), 500):
         chunk = unique[i : i + 500]
         marks = ", ".join(f":d{j}" for j in range(len(chunk)))
         where = " AND ".join([f"p.doc_id IN ({marks})", *conds])
         bound = {**params, **{f"d{j}": d for j, d in enumerate(chunk)}}
-        ids = [r[0] for r in s.execute(text(f"SELECT p.id FROM papers p WHERE {where}"), bound)]
-        if ids:
-            for paper in s.execute(select(Paper).where(Paper.id.in_(ids))).scalars():
-                out[paper.doc_id] = paper
+        for doc_id, pid in s.execute(
+            text(f"SELECT p.doc_id, p.id FROM papers p WHERE {where}"), bound
+        ):
+            out[doc_id] = pid
+    return out
+
+
+def load_papers(s: Session, paper_ids: list[int]) -> dict[int, Paper]:
+    out: dict[int, Paper] = {}
+    unique = sorted(set(paper_ids))
+    for i in range(0, len(unique), 500):
+        for p in s.execute(select(Paper).where(Paper.id.in_(unique[i : i + 500]))).scalars():
+            out[p.id] = p
     return out
 
 

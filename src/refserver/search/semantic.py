@@ -16,10 +16,11 @@ from refserver.search.common import (
     Filters,
     Hit,
     SearchPage,
+    allowed_papers,
     current_snapshot,
+    load_papers,
     make_snippet,
     page_texts,
-    papers_by_doc_id,
     query_terms,
     result_from_paper,
 )
@@ -95,13 +96,14 @@ def rank_papers(
 ) -> tuple[int, list[Any]]:
     """Group hits into papers, keep those SQLite has and the filters allow, add snippets."""
     grouped = group_hits(hits)
-    papers = papers_by_doc_id(s, [g[0] for g in grouped], filters, snapshot)
-    kept = [g for g in grouped if g[0] in papers]
+    allowed = allowed_papers(s, [g[0] for g in grouped], filters, snapshot)
+    kept = [g for g in grouped if g[0] in allowed]
     window = kept[offset : offset + limit]
-    texts = page_texts(s, [(papers[d].id, hs[0].page) for d, _, hs in window])
+    papers = load_papers(s, [allowed[d] for d, _, _ in window])
+    texts = page_texts(s, [(allowed[d], hs[0].page) for d, _, hs in window])
     results = []
     for doc_id, best, hs in window:
-        p = papers[doc_id]
+        p = papers[allowed[doc_id]]
         body = texts.get((p.id, hs[0].page), "")
         results.append(
             result_from_paper(
