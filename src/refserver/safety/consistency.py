@@ -968,11 +968,20 @@ def is_ignored_file(path: Path) -> bool:
     )
 
 
+def _sha256_or_none(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except FileNotFoundError:
+        return None
+
+
 def _file_issues(snap: Snapshot, files: FileStore, grace: int, hash_files: bool) -> list[Issue]:
     out: list[Issue] = []
     docs_by_sha: dict[str, list[PaperRow]] = {}
     for p in snap.papers.values():
         docs_by_sha.setdefault(p.file_sha256, []).append(p)
+    damaged: list[tuple[str, list[str], int]] = []
+    to_hash: list[tuple[str, list[str], int, Path]] = []
     for sha, papers in sorted(docs_by_sha.items()):
         docs = sorted(p.doc_id for p in papers)
         try:
@@ -1003,21 +1012,39 @@ def _file_issues(snap: Snapshot, files: FileStore, grace: int, hash_files: bool)
             )
             continue
         size = path.stat().st_size
-        bad = size != papers[0].file_size if papers[0].file_size else False
-        if not bad and hash_files:
-            bad = sha256_file(path) != sha
-        if bad:
+        if papers[0].file_size and size != papers[0].file_size:
+            damaged.append((sha, docs, size))
+        elif hash_files:
+            to_hash.append((sha, docs, size, path))
+    # hashlib releases the GIL on large buffers: hash on both cores.
+    with ThreadPoolExecutor(2) as pool:
+        digests = list(pool.map(lambda item: _sha256_or_none(item[3]), to_hash))
+    for (sha, docs, size, _path), got in zip(to_hash, digests, strict=True):
+        if got is None:
             out.append(
                 Issue(
-                    "pdf_checksum_mismatch",
-                    f"the PDF of {', '.join(docs)} no longer has SHA-256 {sha[:12]}…",
-                    "restore it from a backup copy (`--fix` does when one verifies; the damaged "
-                    "file is kept in the quarantine folder)",
+                    "pdf_missing",
+                    f"the PDF of {', '.join(docs)} ({sha[:12]}…) vanished while it was read",
+                    "restore it from a backup copy (`--fix` does when one verifies)",
                     doc_id=docs[0],
                     entry_id=sha,
-                    detail={"sha256": sha, "doc_ids": docs, "size": size},
+                    detail={"sha256": sha, "doc_ids": docs},
                 )
             )
+        elif got != sha:
+            damaged.append((sha, docs, size))
+    for sha, docs, size in damaged:
+        out.append(
+            Issue(
+                "pdf_checksum_mismatch",
+                f"the PDF of {', '.join(docs)} no longer has SHA-256 {sha[:12]}…",
+                "restore it from a backup copy (`--fix` does when one verifies; the damaged "
+                "file is kept in the quarantine folder)",
+                doc_id=docs[0],
+                entry_id=sha,
+                detail={"sha256": sha, "doc_ids": docs, "size": size},
+            )
+        )
     now = time.time()
     root = files.root
     if root.is_dir():
