@@ -1,6 +1,7 @@
 """``refserver check [--fix] [--types ...] [--rebuild-index]``: the consistency checker.
 
-Without ``--fix`` nothing is changed (dry run). Exits 0 when the library is
+Without ``--fix`` nothing is changed (dry run); ``--rebuild-index`` rebuilds the
+vector index from SQLite (and, with ``--fix``, repairs the rest too). Exits 0 when the library is
 clean (or every repair succeeded), 1 otherwise, so cron and scripts can act on it.
 """
 
@@ -84,8 +85,15 @@ def check_command(
     try:
         try:
             if fix or rebuild_index:
+                # --rebuild-index is itself a request to act; alone, it leaves every
+                # issue other than the index's for a later --fix.
+                scope = chosen if (fix or chosen) else list(consistency.INDEX_TYPES)
                 report = consistency.fix(
-                    ctx, chosen, rebuild_index, dry_run=not fix, deep=deep
+                    ctx,
+                    scope,
+                    rebuild_index,
+                    dry_run=False if rebuild_index else not fix,
+                    deep=deep,
                 ).to_dict()
                 after = consistency.run_check(ctx, chosen, deep=deep, hash_files=hash_files)
                 if as_json:

@@ -135,6 +135,11 @@ def test_cli_check_prints_a_table_and_fixes(tmp_path: Path) -> None:
     assert "Repairs" in fixed.stdout and "status healthy" in fixed.stdout
     again = subprocess.run(run, env=env, capture_output=True, text=True, timeout=180)
     assert again.returncode == 0 and "status healthy" in again.stdout
+    rebuilt = subprocess.run(
+        [*run, "--rebuild-index", "--json"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert '"rebuilt"' in rebuilt.stdout and '"pages": 2' in rebuilt.stdout
 
 
 def test_check_and_fix_as_jobs(client: TestClient, auth: dict[str, str], tmp_path: Path) -> None:

@@ -127,6 +127,14 @@ ISSUE_TYPES: tuple[str, ...] = (
     "pdf_unreferenced",
     "sqlite_integrity",
 )
+INDEX_TYPES: tuple[str, ...] = (
+    "missing_in_chromadb",
+    "missing_in_sqlite",
+    "embedding_mismatch",
+    "orphaned_chromadb",
+    "count_mismatch",
+    "metadata_mismatch",
+)  # what a rebuild of the vector index from SQLite repairs
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low")
 SEVERITY: dict[str, str] = {
     "sqlite_integrity": "critical",
@@ -1089,15 +1097,7 @@ def check(
     wanted = _validate_types(types)
     t0 = time.monotonic()
     started = datetime.now(UTC)
-    index_types = {
-        "missing_in_chromadb",
-        "missing_in_sqlite",
-        "embedding_mismatch",
-        "orphaned_chromadb",
-        "metadata_mismatch",
-        "count_mismatch",
-    }
-    scan_index = parts.vectors is not None and bool(wanted & index_types)
+    scan_index = parts.vectors is not None and bool(wanted & set(INDEX_TYPES))
     # The SQLite snapshot, the ChromaDB scans and integrity_check are independent
     # reads: overlap them (SQLite and ChromaDB release the GIL while they work).
     with ThreadPoolExecutor(4) as pool:
