@@ -99,13 +99,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import MetaData, Table, func, or_, select
 
 from refserver.storage.db import Database
 from refserver.storage.files import FileStore, sha256_file
 from refserver.storage.models import (
+    AuditEntry,
     CheckRun,
     Job,
+    LibraryState,
     Page,
     Paper,
     Vector,
@@ -505,8 +507,8 @@ def _sqlite_vectors(db: Database, kind: str) -> dict[str, tuple[np.ndarray, bool
     """Deep mode only: SQLite's vectors of ``kind`` and whether each matches its checksum."""
     out: dict[str, tuple[np.ndarray, bool]] = {}
     with db.read() as s:
-        for cid, blob, digest in s.connection().exec_driver_sql(
-            "SELECT chroma_id, vector, checksum FROM vectors WHERE kind = ?", (kind,)
+        for cid, blob, digest in s.execute(
+            select(Vector.chroma_id, Vector.vector, Vector.checksum).where(Vector.kind == kind)
         ):
             ok = hashlib.sha256(blob).hexdigest() == digest
             out[cid] = (np.frombuffer(blob, dtype="<f4"), ok)
@@ -1159,45 +1161,54 @@ def _partial_snapshot(db: Database, ids: set[str], docs: set[str]) -> Snapshot:
     vectors: list[VecRow] = []
     papers: dict[int, PaperRow] = {}
     known: set[str] = set()
+    v = Vector
     with db.read() as s:
-        q = s.connection().exec_driver_sql
-        gen = q("SELECT generation FROM library_state WHERE id = 1").scalar() or 0
+        gen = s.execute(select(LibraryState.generation).where(LibraryState.id == 1)).scalar()
         id_list, doc_list = sorted(ids), sorted(docs)
         for start in range(0, len(id_list), 500):
             chunk = id_list[start : start + 500]
-            marks = ",".join("?" * len(chunk))
             vectors.extend(
                 VecRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] or 0, r[9])
-                for r in q(
-                    "SELECT id, paper_id, kind, page_number, chroma_id, checksum, model, "
-                    f"dimension, generation, created_at FROM vectors WHERE chroma_id IN ({marks})",
-                    tuple(chunk),
+                for r in s.execute(
+                    select(
+                        v.id,
+                        v.paper_id,
+                        v.kind,
+                        v.page_number,
+                        v.chroma_id,
+                        v.checksum,
+                        v.model,
+                        v.dimension,
+                        v.generation,
+                        v.created_at,
+                    ).where(v.chroma_id.in_(chunk))
                 )
             )
-        pids = sorted({v.paper_id for v in vectors})
+        pids = sorted({row.paper_id for row in vectors})
         for start in range(0, max(len(pids), len(doc_list)), 500):
             pc, dc = pids[start : start + 500], doc_list[start : start + 500]
-            rows = q(
-                "SELECT id, doc_id, title, year, file_sha256, file_size FROM papers "
-                f"WHERE id IN ({','.join('?' * len(pc)) or 'NULL'}) "
-                f"OR doc_id IN ({','.join('?' * len(dc)) or 'NULL'})",
-                (*pc, *dc),
-            )
-            for r in rows:
+            for r in s.execute(
+                select(
+                    Paper.id,
+                    Paper.doc_id,
+                    Paper.title,
+                    Paper.year,
+                    Paper.file_sha256,
+                    Paper.file_size,
+                ).where(or_(Paper.id.in_(pc), Paper.doc_id.in_(dc)))
+            ):
                 papers[r[0]] = PaperRow(r[0], r[1], r[2], r[3], r[4], r[5] or 0)
             if dc:
-                marks = ",".join("?" * len(dc))
+                known.update(s.execute(select(Job.paper_id).where(Job.paper_id.in_(dc))).scalars())
                 known.update(
-                    r[0]
-                    for r in q(
-                        f"SELECT paper_id FROM jobs WHERE paper_id IN ({marks}) UNION "
-                        "SELECT target FROM audit_log WHERE action = 'delete_paper' "
-                        f"AND target IN ({marks})",
-                        (*dc, *dc),
-                    )
+                    s.execute(
+                        select(AuditEntry.target).where(
+                            AuditEntry.action == "delete_paper", AuditEntry.target.in_(dc)
+                        )
+                    ).scalars()
                 )
     by_doc = {p.doc_id: p for p in papers.values()}
-    return Snapshot(int(gen), papers, by_doc, vectors, known, [], [], [], [], set(), 0)
+    return Snapshot(int(gen or 0), papers, by_doc, vectors, known, [], [], [], [], set(), 0)
 
 
 def _confirm(
@@ -1820,7 +1831,10 @@ def _fix_row(
             if s.execute(select(Paper.id).where(Paper.id == pid)).first():
                 bad(i, "its paper exists again")
                 return
-        rec = conn.exec_driver_sql(f'SELECT * FROM "{table}" WHERE rowid = ?', (row_id,))
+        # Every table here has an INTEGER primary key ``id`` (SQLite's rowid, which
+        # foreign_key_check reports); ``table`` comes from our own fixed lists.
+        tbl = Table(table, MetaData(), autoload_with=conn)
+        rec = conn.execute(select(tbl).where(tbl.c.id == row_id))
         cols = list(rec.keys())
         row = rec.fetchone()
         if row is None:
@@ -1830,7 +1844,7 @@ def _fix_row(
             c: (v.hex() if isinstance(v, bytes) else v) for c, v in zip(cols, row, strict=True)
         }
         fx._dump("sqlite-rows", {"table": table, "row_id": row_id, "values": values})
-        conn.exec_driver_sql(f'DELETE FROM "{table}" WHERE rowid = ?', (row_id,))
+        conn.execute(tbl.delete().where(tbl.c.id == row_id))
     ok(i, f"deleted {table} row {row_id}, kept in quarantine ({why})")
 
 
