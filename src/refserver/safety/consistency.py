@@ -503,15 +503,23 @@ def _page_of(entry_id: str, meta: dict[str, Any] | None, kind: str) -> int | Non
 EMBEDDING_TOLERANCE = 1e-5
 
 
-def _sqlite_vectors(db: Database, kind: str) -> dict[str, tuple[np.ndarray, bool]]:
-    """Deep mode only: SQLite's vectors of ``kind`` and whether each matches its checksum."""
+def _sqlite_vectors(
+    db: Database, kind: str, ids: list[str] | None = None
+) -> dict[str, tuple[np.ndarray, bool]]:
+    """Deep mode only: SQLite's vectors (all of ``kind``, or ``ids``) and whether each
+    still matches its checksum."""
     out: dict[str, tuple[np.ndarray, bool]] = {}
+    base = select(Vector.chroma_id, Vector.vector, Vector.checksum).where(Vector.kind == kind)
+    queries = (
+        [base]
+        if ids is None
+        else [base.where(Vector.chroma_id.in_(ids[k : k + 500])) for k in range(0, len(ids), 500)]
+    )
     with db.read() as s:
-        for cid, blob, digest in s.execute(
-            select(Vector.chroma_id, Vector.vector, Vector.checksum).where(Vector.kind == kind)
-        ):
-            ok = hashlib.sha256(blob).hexdigest() == digest
-            out[cid] = (np.frombuffer(blob, dtype="<f4"), ok)
+        for q in queries:
+            for cid, blob, digest in s.execute(q):
+                ok = hashlib.sha256(blob).hexdigest() == digest
+                out[cid] = (np.frombuffer(blob, dtype="<f4"), ok)
     return out
 
 
@@ -1242,7 +1250,7 @@ def _confirm(
                     snap.known_docs |= extra.known_docs
             idset = set(ids)
             want = {k: v for k, v in _want(snap, KIND_OF[name]).items() if k in idset}
-            mine = _sqlite_vectors(parts.db, KIND_OF[name]) if deep else None
+            mine = _sqlite_vectors(parts.db, KIND_OF[name], ids) if deep else None
             out[name] = _compare_collection(name, want, have, embs, snap, ids, mine)
             dropped += len({i.key for i in issues} - {i.key for i in out[name]})
     return out, dropped
