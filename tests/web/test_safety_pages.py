@@ -178,6 +178,17 @@ def test_consistency_page_check_and_fix(client: TestClient) -> None:
     assert ctx.vectors.get("papers", [doc])["ids"] == [doc]
     r = client.post("/admin/ui/consistency/check", data={"csrf_token": token})
     assert "0 issue(s), status healthy" in flashes(r.text)[0]
+    # A full index rebuild runs as a job; the index holds every vector afterwards.
+    r = client.post(
+        "/admin/ui/consistency/fix", data={"csrf_token": token, "rebuild_index": "true"}
+    )
+    assert "Index rebuild started as job" in flashes(r.text)[0]
+    jobs, _ = ctx.jobs.list(limit=3)
+    rebuild_job = next(j for j in jobs if j.kind != "ingest")
+    assert wait_for_job(ctx, rebuild_job.id).status == "completed", rebuild_job.error_message
+    assert ctx.vectors.get("papers", [doc])["ids"] == [doc]
+    r = client.post("/admin/ui/consistency/check", data={"csrf_token": token})
+    assert "0 issue(s), status healthy" in flashes(r.text)[0]
     history = re.search(r'id="consistency-history">(.*?)</table>', r.text, re.S).group(1)
     assert history.count("<tr>") >= 4  # header + check, fix(es), check
 

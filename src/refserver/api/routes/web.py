@@ -479,6 +479,17 @@ async def consistency_fix(request: Request, ctx: CtxDep, user: Principal = Super
     form = await request.form()
     dry_run = form.get("dry_run") == "true"
     rebuild = form.get("rebuild_index") == "true"
+    submit_job = getattr(consistency, "submit_job", None)
+    if rebuild and not dry_run and submit_job is not None:
+        # Re-adding every vector is long work: a job with progress (DESIGN.md §7).
+        params = {"types": None, "rebuild": True, "dry_run": False}
+        try:
+            job_id = await run_in_threadpool(submit_job, ctx, "fix", params, user.username)
+        except ValueError as exc:
+            flash(request, str(exc), "error")
+            return back("/admin/consistency")
+        flash(request, f"Index rebuild started as job {job_id[:8]}; follow it on the Jobs page.")
+        return back("/admin/consistency")
     try:
         report = await run_in_threadpool(
             lambda: consistency.fix(ctx, None, rebuild, dry_run=dry_run, username=user.username)
