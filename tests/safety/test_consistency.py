@@ -367,14 +367,19 @@ def test_rebuild_index_from_sqlite(ctx: Any, lib: dict[str, str]) -> None:
     ctx.vectors.reset_collection(PAGES)  # the index lost every page vector
     emb, meta = chroma_entry(ctx, PAPERS, lib["a"])
     ctx.vectors.upsert(PAPERS, [lib["a"]], emb[None], [{**meta, "title": "stale"}])
+    ctx.vectors.upsert(PAPERS, ["never-known"], emb[None], [{**meta, "doc_id": "never-known"}])
     assert {i.type for i in check(ctx).issues} == {
         "missing_in_chromadb",
+        "missing_in_sqlite",
         "count_mismatch",
         "metadata_mismatch",
     }
     report = fix(ctx, rebuild=True, dry_run=False)
     assert report.rebuilt == {PAGES: 7, PAPERS: 3}
     assert report.failed == []
+    # The entry SQLite lacked is gone from the index but kept in the quarantine.
+    kept = (Path(report.quarantine) / "chromadb-papers.jsonl").read_text()
+    assert '"never-known"' in kept and ctx.vectors.get(PAPERS, ["never-known"])["ids"] == []
     assert check(ctx).issues == []
     assert ctx.vectors.count(PAGES) == 7
 

@@ -1577,6 +1577,17 @@ def fix(
             )
         else:
             step("rebuild", 0.1)
+            # Entries SQLite lacks vanish with the old collections: keep a copy first.
+            for name in (PAGES, PAPERS):
+                stray = [
+                    i.entry_id
+                    for i in before.issues
+                    if i.type in ("orphaned_chromadb", "missing_in_sqlite")
+                    and i.collection == name
+                    and i.entry_id
+                ]
+                if stray:
+                    _quarantine_entries(parts, fx, name, stray)
             report.rebuilt = rebuild_index(
                 parts,
                 lambda name, done, total: step(f"rebuild {name}", 0.1 + 0.6 * done / max(total, 1)),
@@ -1771,22 +1782,34 @@ def _delete_chroma(parts: Parts, fx: _Fixer, name: str, ids: list[str]) -> set[s
                 ).scalars()
             )
         still = [i for i in ids if i not in present]
-        for start in range(0, len(still), 2000):
-            chunk = still[start : start + 2000]
-            got = parts.vectors.get(name, chunk, include=["embeddings", "metadatas"])
-            embs = got.get("embeddings")
-            for k, cid in enumerate(got["ids"]):
-                fx._dump(
-                    f"chromadb-{name}",
-                    {
-                        "id": cid,
-                        "metadata": got["metadatas"][k],
-                        "embedding": [float(x) for x in embs[k]] if embs is not None else None,
-                    },
-                )
-            parts.vectors.delete(name, ids=list(got["ids"]))
-            removed.update(got["ids"])
+        gone = _quarantine_entries(parts, fx, name, still)
+        if gone:
+            parts.vectors.delete(name, ids=gone)
+            removed.update(gone)
     return removed
+
+
+def _quarantine_entries(parts: Parts, fx: _Fixer, name: str, ids: list[str]) -> list[str]:
+    """Write these ChromaDB entries (id, metadata, embedding) to the quarantine; returns
+    the ids found, so a removal can be undone by upserting the JSON lines back."""
+    assert parts.vectors is not None
+    found: list[str] = []
+    for start in range(0, len(ids), 2000):
+        got = parts.vectors.get(
+            name, ids[start : start + 2000], include=["embeddings", "metadatas"]
+        )
+        embs = got.get("embeddings")
+        for k, cid in enumerate(got["ids"]):
+            fx._dump(
+                f"chromadb-{name}",
+                {
+                    "id": cid,
+                    "metadata": got["metadatas"][k],
+                    "embedding": [float(x) for x in embs[k]] if embs is not None else None,
+                },
+            )
+            found.append(cid)
+    return found
 
 
 def _fix_row(
