@@ -70,6 +70,9 @@ Fix rules (dry-run unless ``dry_run=False``; never deletes a PDF or a paper row)
       reported it. Orphaned ``pages`` rows carry neither and are removed at once:
       a page and its paper commit in one transaction, so a committed page without
       its paper cannot be a write in flight.
+    * On request (``rebuild=True``) both collections are dropped and rebuilt from
+      SQLite's vectors while the writer is held, after the entries SQLite lacks
+      have been copied to the quarantine.
     * A finished job naming a vanished paper keeps its row: only its reference is
       cleared (the old value stays in its ``result_summary``). A dangling
       ``api_tokens`` row (its user is gone) is deleted; other foreign-key
