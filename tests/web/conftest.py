@@ -71,7 +71,7 @@ class LiveServer:
         return self.app.state.ctx
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """RefServer under uvicorn on 127.0.0.1 (real HTTP, real workers) in a thread."""
     import uvicorn
@@ -109,7 +109,7 @@ class ConsoleLog:
         return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(
@@ -134,12 +134,12 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def console() -> ConsoleLog:
     return ConsoleLog()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def page(browser_context: Any, console: ConsoleLog) -> Any:
     """One tab for the whole browser session (tests build on each other's state)."""
     tab = browser_context.pages[0] if browser_context.pages else browser_context.new_page()
