@@ -465,11 +465,12 @@ def test_upload_waits_out_the_rate_limit(
     from refserver.auth.ratelimit import SecurityLimits, configure
 
     page = uploaded["page"]
+    # Copies of a stored PDF: each upload is answered at once (identical file), so the
+    # test measures the waiting, not ingest.
     folder = tmp_path_factory.mktemp("ratelimited")
-    files = [
-        make_text_pdf(folder / f"limited_{i}.pdf", [f"Rate limited upload number {i}. " * 40])
-        for i in range(2)
-    ]
+    files = [folder / f"copy_{i}.pdf" for i in range(2)]
+    for f in files:
+        f.write_bytes(JACOW.read_bytes())
     configure(live_server.app, SecurityLimits(upload="1 per 3 seconds"))
     try:
         page.goto(f"{live_server.url}/admin/upload")
@@ -488,6 +489,8 @@ def test_upload_waits_out_the_rate_limit(
             timeout=120_000,
         )
         assert page.evaluate("window.__busy")
+        states = page.locator("#upload-list .state").all_inner_texts()
+        assert all("identical file already stored" in t for t in states), states
     finally:
         configure(live_server.app, SecurityLimits())
     errors = [e for e in console.take() if "429" not in e]
