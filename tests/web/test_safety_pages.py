@@ -186,6 +186,9 @@ def test_consistency_page_check_and_fix(client: TestClient) -> None:
     jobs, _ = ctx.jobs.list(limit=3)
     rebuild_job = next(j for j in jobs if j.kind != "ingest")
     assert wait_for_job(ctx, rebuild_job.id).status == "completed", rebuild_job.error_message
+    queue = client.get("/admin/queue").text
+    row = re.search(rf'<tr data-job="{rebuild_job.id}".*?</tr>', queue, re.S).group(0)
+    assert 'href="/admin/consistency"' in row  # a job links to the page of its area
     assert ctx.vectors.get("papers", [doc])["ids"] == [doc]
     r = client.post("/admin/ui/consistency/check", data={"csrf_token": token})
     assert "0 issue(s), status healthy" in flashes(r.text)[0]
