@@ -150,6 +150,28 @@ def write_stream(
     return Written(raw.n, raw.h.hexdigest(), stored.n, stored.h.hexdigest())
 
 
+PROBE_BYTES = 256 * 1024
+WORTH_RATIO = 0.95
+
+
+def worth_compressing(src: Path, compression: str) -> bool:
+    """Whether compressing ``src`` saves anything (borg's ``auto`` idea).
+
+    PDFs are mostly Flate streams and JPEGs already: zstd wins a few percent on
+    them at the cost of most of a full backup's CPU time. A fast zstd-1 probe of
+    the first 256 KiB decides; members stored raw say so in the manifest
+    (``compression: none``) and restore the same way.
+    """
+    if compression == "none":
+        return False
+    with open(src, "rb") as f:
+        head = f.read(PROBE_BYTES)
+    if not head:
+        return False
+    probe = zstandard.ZstdCompressor(level=1).compress(head)
+    return len(probe) < WORTH_RATIO * len(head)
+
+
 def compress_file(
     src: Path,
     dest: Path,

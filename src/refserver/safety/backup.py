@@ -41,6 +41,7 @@ from refserver.safety.archive import (
     open_reader,
     read_member,
     tar_folder,
+    worth_compressing,
     write_stream,
 )
 from refserver.safety.manifest import (
@@ -531,12 +532,13 @@ class BackupEngine:
         }
         for sha in sorted(needed):
             if sha in linked:
-                dest = root / self.layout.blob_name(sha, comp)
-                w = compress_file(linked[sha], dest, comp)
+                pcomp = comp if worth_compressing(linked[sha], comp) else "none"
+                dest = root / self.layout.blob_name(sha, pcomp)
+                w = compress_file(linked[sha], dest, pcomp)
                 if w.sha256 != sha:
                     dest.unlink(missing_ok=True)
                     raise BackupError(f"PDF {sha[:12]} in the file store does not match its name")
-                members[sha] = self._member(dest, "file", w, comp)
+                members[sha] = self._member(dest, "file", w, pcomp)
                 m.files_added.append(sha)
                 continue
             existing = self.layout.existing_blob(sha)
