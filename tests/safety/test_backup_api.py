@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import login
+from tests.conftest import ADMIN_PASSWORD, login
 from tests.safety.conftest import add_direct, library_state
 
 
@@ -139,6 +139,15 @@ def test_restore_and_cleanup(client: TestClient, auth: dict, tmp_path: Path) -> 
     assert r.status_code == 400  # not empty any more
 
     r = client.post("/admin/backup/restore", headers=auth, json={"backup_id": bid})
+    assert r.status_code == 428  # overwriting live data asks for the password again
+    r = client.post(
+        "/admin/backup/restore",
+        headers=auth,
+        json={"backup_id": bid, "confirm_password": "wrong-pass"},
+    )
+    assert r.status_code == 403
+    confirm = {**auth, "X-Confirm-Password": ADMIN_PASSWORD}
+    r = client.post("/admin/backup/restore", headers=confirm, json={"backup_id": bid})
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["status"] == "completed" and out["safety_backup_id"]
@@ -195,7 +204,10 @@ def test_large_libraries_back_up_and_restore_as_jobs(
     assert h["backups"][0]["status"] == "completed"
 
     add_direct(ctx, tmp_path, 2)
-    r = client.post(f"/admin/backup/restore/{queued['backup_id']}", headers=auth)
+    r = client.post(
+        f"/admin/backup/restore/{queued['backup_id']}",
+        headers={**auth, "X-Confirm-Password": ADMIN_PASSWORD},
+    )
     assert r.status_code == 200 and r.json()["status"] == "queued"
     job = _wait_restore(client, r.json()["job_id"], auth)
     assert job["status"] == "completed", job

@@ -103,7 +103,7 @@ def test_every_route_answers_by_role_as_the_table_says(sec: SecApp) -> None:
                     failures.append(
                         f"{route.method} {route.path} as {role} should pass: {_describe(resp)}"
                     )
-                if entry.reauth and resp.status_code != 428:
+                if entry.reauth and not entry.in_handler and resp.status_code != 428:
                     failures.append(
                         f"{route.method} {route.path} as {role} without the password "
                         f"should be 428: {_describe(resp)}"

@@ -133,8 +133,18 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/admin/backup/history"): _a("admin"),
     ("GET", "/admin/backup/{backup_id}"): _a("admin", "one backup's record and manifest"),
     ("POST", "/admin/backup/verify/{backup_id}"): _a("admin"),
-    ("POST", "/admin/backup/restore/{backup_id}"): _a("superuser", "restore a listed backup"),
-    ("POST", "/admin/backup/restore"): _a("superuser", "restore, backup_id in the body"),
+    ("POST", "/admin/backup/restore/{backup_id}"): _a(
+        "superuser",
+        "restore a listed backup (password again when over live data)",
+        reauth=True,
+        in_handler=True,
+    ),
+    ("POST", "/admin/backup/restore"): _a(
+        "superuser",
+        "restore, backup_id in the body (password again when over live data)",
+        reauth=True,
+        in_handler=True,
+    ),
     ("DELETE", "/admin/backup/cleanup"): _a("superuser", "apply retention (deletes backups)"),
     ("POST", "/admin/backup/health-check"): _a("admin"),
     # --- consistency ----------------------------------------------------------------------
@@ -267,7 +277,7 @@ def table_problems(routes: list[RouteInfo]) -> list[str]:
                 f"{r.method} {r.path}: the table says {entry.level!r} but the code enforces "
                 f"{r.declared!r} ({r.endpoint})."
             )
-        if entry.reauth != r.reauth:
+        if entry.reauth != r.reauth and not entry.in_handler:
             problems.append(
                 f"{r.method} {r.path}: the table says reauth={entry.reauth} but the code "
                 f"has reauth={r.reauth}."

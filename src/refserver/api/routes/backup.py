@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from refserver.api.deps import AdminUser, CtxDep, SuperUser
+from refserver.api.deps import AdminUser, CtxDep, SuperUser, reauthenticated
 from refserver.safety import retention, service
 from refserver.safety.backup import BackupError, ChainGap, engine_of
 from refserver.safety.manifest import ManifestError, valid_id
@@ -188,6 +188,9 @@ async def _restore(request: Request, ctx: Any, user: Any, backup_id: str | None)
         raise HTTPException(404, str(exc)) from None
     except ChainGap as exc:
         raise HTTPException(409, str(exc)) from None
+    if target_path is None:
+        # Overwriting the live library: confirm the password (428 missing, 403 wrong).
+        await reauthenticated(request, user)
     if library_bytes(ctx) >= service.SYNC_LIMIT_BYTES:
         params = {"backup_id": target.id, "at": None, "target_path": target_path}
         job_id = ctx.jobs.create(
