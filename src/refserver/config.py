@@ -96,6 +96,55 @@ class Settings(BaseSettings):
         3600, description="Age before orphaned entries may be auto-repaired."
     )
 
+    consume_enabled: bool = Field(True, description="Watch the consume folder for new PDFs.")
+    consume_dir: Path | None = Field(
+        None, description="Consume folder; default `<data_dir>/consume`."
+    )
+    consume_interval: float = Field(5.0, description="Seconds between consume-folder polls.")
+    search_index: Literal["chroma", "int8", "float16"] = Field(
+        "chroma", description="Vector index for semantic search (quantized: in memory)."
+    )
+
+    # --- security -----------------------------------------------------------
+    cookie_secure: bool = Field(False, description="Mark the session cookie Secure (HTTPS).")
+    login_rate_limit: str = Field("10/minute", description="Logins per client and username.")
+    login_rate_limit_per_ip: str = Field("60/minute", description="Logins per client.")
+    upload_rate_limit: str = Field("120/minute", description="Uploads per user.")
+    pdf_check_timeout: float = Field(60.0, description="Seconds to check one upload.")
+    pdf_check_memory_mb: int = Field(1024, description="Memory cap of the upload check.")
+    metrics_public: bool = Field(False, description="Serve `/metrics` without signing in.")
+
+    # --- schedule (crontab in `timezone`; empty = off) -----------------------
+    schedule_incremental: str = Field("0 * * * *", description="Incremental backup.")
+    schedule_full_daily: str = Field("0 3 * * *", description="Daily full backup.")
+    schedule_full_weekly: str = Field("0 4 * * sun", description="Weekly full backup.")
+    weekly_backup_retention_days: int = Field(90, description="Days a weekly full is kept.")
+    schedule_consistency: str = Field("30 2 * * *", description="Consistency check.")
+    schedule_health: str = Field("15 * * * *", description="Health check and alert rules.")
+    schedule_drill: str = Field("0 5 * * sun", description="Automatic restore drill.")
+    scheduler_misfire_grace_seconds: int = Field(
+        30 * 24 * 3600, description="A run missed by up to this long runs once at start."
+    )
+    scheduler_lock_retry_seconds: float = Field(
+        60.0, description="How often a standby process retries the scheduler lock."
+    )
+    rpo_hours: float = Field(0.0, description="Readiness RPO; 0 = the most frequent backup.")
+
+    # --- alerts and offsite copies --------------------------------------------
+    alert_webhook_url: str = Field("", description="POST alerts here as JSON.")
+    alert_repeat_hours: float = Field(6.0, description="Hours between identical alerts.")
+    alert_min_free_percent: float = Field(10.0, description="Alert below this free disk.")
+    offsite_target: str = Field("", description="Folder, `sftp://...` or `s3://...`.")
+    offsite_key_file: str | None = Field(None, description="Key file: encrypt offsite copies.")
+    offsite_keep_days: float = Field(0.0, description="Prune older offsite copies; 0 = keep.")
+    offsite_sftp_key_file: str | None = Field(None, description="SFTP private key.")
+    offsite_sftp_password: str | None = Field(None, description="SFTP password.")
+    offsite_sftp_known_hosts: str | None = Field(None, description="SFTP known_hosts file.")
+    offsite_s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint.")
+    offsite_s3_region: str | None = Field(None, description="S3 region.")
+    offsite_s3_access_key: str | None = Field(None, description="S3 access key.")
+    offsite_s3_secret_key: str | None = Field(None, description="S3 secret key.")
+
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()

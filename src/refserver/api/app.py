@@ -82,7 +82,7 @@ def create_app(
         secret_key=settings.secret_key,
         session_cookie="refserver_session",
         same_site="lax",
-        https_only=False,
+        https_only=settings.cookie_secure,
         max_age=14 * 24 * 3600,
     )
 
