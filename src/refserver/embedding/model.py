@@ -45,15 +45,18 @@ class Embedder:
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._tok_lock = threading.Lock()  # Tokenizer padding state is not thread-safe
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Vectors for ``texts`` as an (n, 384) float32 array, rows of unit length."""
+    def embed(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """Vectors for ``texts`` as an (n, 384) float32 array, rows of unit length.
+
+        ``batch_size`` overrides the default per call: short search queries embed
+        fastest in large batches, ~150-word passages in small ones (padding cost).
+        """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        out = [
-            self._embed_batch(texts[i : i + self.batch_size])
-            for i in range(0, len(texts), self.batch_size)
-        ]
-        return np.vstack(out)
+        step = max(1, batch_size or self.batch_size)
+        return np.vstack(
+            [self._embed_batch(texts[i : i + step]) for i in range(0, len(texts), step)]
+        )
 
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]

@@ -174,7 +174,7 @@ class VectorIndex:
         where: dict | None = None,
     ) -> dict[str, Any]:
         col = self.collection(name)
-        n = min(max(1, n_results), max(1, self.count(name)))
+        n = max(1, n_results)  # Chroma 1.x caps n_results at the collection size itself
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim == 1:
             emb = emb[None, :]
