@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from refserver.config import get_settings, settings_markdown
@@ -62,109 +60,21 @@ def serve(
     )
 
 
-def _collect(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files.extend(
-                sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() == ".pdf")
-            )
-        elif p.is_file():
-            files.append(p)
-        else:
-            console.print(f"[yellow]skipped {p}: not found[/yellow]")
-    return files
-
-
 @app.command("import")
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="PDF files or folders (recursive).")],
     report: Annotated[Path | None, typer.Option(help="Write a JSON report here.")] = None,
     ocr: Annotated[bool, typer.Option(help="OCR pages without a usable text layer.")] = True,
+    workers: Annotated[
+        int | None, typer.Option(help="Extraction processes (default: CPU count).")
+    ] = None,
 ) -> None:
-    """Import PDFs; files already stored are skipped; rerun to resume after a crash."""
-    from refserver.ingest.intake import stage_path, submit
-    from refserver.ingest.validate import PdfRejected
-    from refserver.storage.files import sha256_file
+    """Import PDFs in parallel; files already stored are skipped; rerun to resume after a crash."""
+    from refserver.cli_bulk import bulk_import_cmd
 
-    ctx = open_ctx()
-    files = _collect(paths)
-    outcome: dict[str, list] = {"imported": [], "duplicates": [], "failed": [], "skipped": []}
-    t0 = time.monotonic()
-    pages_done = 0
-    try:
-        # Jobs left by an interrupted run finish first.
-        for job in ctx.jobs.unfinished():
-            if job.kind == "ingest":
-                ctx.pipeline.run_job(job.id)
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=console,
-        ) as bar:
-            task = bar.add_task("importing", total=len(files), rate="")
-            for path in files:
-                sha = sha256_file(path)
-                existing = ctx.library.find_by_sha(sha)
-                if existing:
-                    outcome["skipped"].append({"file": str(path), "doc_id": existing})
-                else:
-                    try:
-                        staged = stage_path(ctx, path)
-                        sub = submit(ctx, staged, enqueue=False, params={"ocr": ocr})
-                        ctx.pipeline.run_job(sub.job_id)
-                        job = ctx.jobs.get(sub.job_id)
-                        assert job is not None
-                        summary = job.result_summary or {}
-                        if job.status == "completed":
-                            pages_done += int(summary.get("pages", 0))
-                            key = "duplicates" if summary.get("duplicate_of") else "imported"
-                            outcome[key].append(
-                                {
-                                    "file": str(path),
-                                    "doc_id": job.paper_id,
-                                    **(
-                                        {"duplicate_of": summary["duplicate_of"]}
-                                        if summary.get("duplicate_of")
-                                        else {}
-                                    ),
-                                }
-                            )
-                        else:
-                            outcome["failed"].append(
-                                {"file": str(path), "reason": job.error_message}
-                            )
-                    except PdfRejected as exc:
-                        outcome["failed"].append({"file": str(path), "reason": exc.reason})
-                elapsed = max(time.monotonic() - t0, 1e-6)
-                bar.update(task, advance=1, rate=f"{pages_done / elapsed:.1f} pages/s")
-    finally:
-        ctx.close()
-    elapsed = time.monotonic() - t0
-    table = Table(title="Import summary")
-    for col in ("imported", "probable duplicates", "already stored", "failed", "seconds"):
-        table.add_column(col)
-    table.add_row(
-        str(len(outcome["imported"])),
-        str(len(outcome["duplicates"])),
-        str(len(outcome["skipped"])),
-        str(len(outcome["failed"])),
-        f"{elapsed:.1f}",
+    bulk_import_cmd(
+        paths, workers=workers, report=report, ocr=ocr, batch_id=None, retry_failed=False
     )
-    console.print(table)
-    for f in outcome["failed"]:
-        console.print(f"[red]failed[/red] {f['file']}: {f['reason']}")
-    if report:
-        report.write_text(
-            json.dumps({**outcome, "seconds": elapsed, "pages": pages_done}, indent=2)
-        )
-    if outcome["failed"] and not (
-        outcome["imported"] or outcome["skipped"] or outcome["duplicates"]
-    ):
-        raise typer.Exit(1)
 
 
 @paper_app.command("show")

@@ -105,6 +105,15 @@ class AppContext:
         self.queue.start()
 
     def close(self) -> None:
+        # Background services registered by areas (e.g. the consume-folder watcher)
+        # stop before the stores they use.
+        for name, service in list(self.extras.items()):
+            stop = getattr(service, "stop", None)
+            if callable(stop):
+                try:
+                    stop()
+                except Exception:
+                    log.exception("stopping %s failed", name)
         if self.scheduler is not None:
             try:
                 self.scheduler.shutdown()

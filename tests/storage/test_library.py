@@ -127,3 +127,16 @@ def test_only_one_process_owns_the_chroma_folder(ctx) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "BUSY" in out.stdout, out.stderr
+
+
+def test_metadata_given_with_the_upload_wins_and_keeps_tags(ctx) -> None:
+    doc_id = ingest(
+        ctx,
+        corpus_pdf("jacow"),
+        metadata={"title": "From Zotero", "tags": ["cavities", "lcls-ii"], "_source": "zotero"},
+    )
+    with ctx.db.read() as s:
+        p = ctx.library.get(s, doc_id)
+    assert p.title == "From Zotero" and p.field_sources["title"] == "zotero"
+    assert p.tags == ["cavities", "lcls-ii"] and p.field_sources["tags"] == "zotero"
+    assert p.year == 2018 and p.field_sources["year"] != "zotero"  # extracted fields stay

@@ -182,8 +182,8 @@ class IngestPipeline:
                         PageInput(p.number, p.text, p.source, p.quality, v)
                         for p, v in zip(pages, page_vecs, strict=True)
                     ],
-                    metadata=_meta_dict(meta),
-                    field_sources=dict(meta.sources),
+                    metadata={**_meta_dict(meta), **_tags(params)},
+                    field_sources={**meta.sources, **_tag_source(params)},
                     paper_vector=paper_vec,
                     model=self.embedder.name,
                     model_revision=self.embedder.revision,
@@ -307,6 +307,18 @@ def _meta_dict(meta: ExtractedMetadata) -> dict[str, Any]:
     d = asdict(meta)
     d.pop("sources", None)
     return d
+
+
+def _tags(params: dict[str, Any]) -> dict[str, Any]:
+    """Tags given with the upload (e.g. Zotero collections): not extracted, so kept aside."""
+    tags = (params.get("metadata") or {}).get("tags")
+    return {"tags": [str(t) for t in tags]} if isinstance(tags, list) and tags else {}
+
+
+def _tag_source(params: dict[str, Any]) -> dict[str, str]:
+    if not _tags(params):
+        return {}
+    return {"tags": str((params.get("metadata") or {}).get("_source", "user"))}
 
 
 def _apply_overrides(meta: ExtractedMetadata, overrides: dict[str, Any]) -> ExtractedMetadata:

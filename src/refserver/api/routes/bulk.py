@@ -84,18 +84,10 @@ def get_batch(batch_id: str, ctx: CtxDep, _: ReaderDep) -> dict[str, Any]:
 
 def on_startup(ctx: AppContext) -> None:
     """Start the consume-folder watcher (``<data_dir>/consume`` unless configured)."""
-    if not getattr(ctx.settings, "consume_enabled", True):
+    if not ctx.settings.consume_enabled:
         return
     from refserver.ingest.watch import ConsumeFolder
 
-    watcher = ConsumeFolder(ctx, interval=float(getattr(ctx.settings, "consume_interval", 5.0)))
-    ctx.extras["consume"] = watcher
+    watcher = ConsumeFolder(ctx, interval=ctx.settings.consume_interval)
+    ctx.extras["consume"] = watcher  # AppContext.close() stops it first
     watcher.start()
-    # AppContext.close() has no hook for services yet: stop the watcher before it closes.
-    original_close = ctx.close
-
-    def close() -> None:
-        watcher.stop()
-        original_close()
-
-    ctx.close = close  # type: ignore[method-assign]
