@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -145,6 +147,19 @@ def paper_list(limit: int = 20) -> None:
     console.print(table)
 
 
+@contextmanager
+def accounts_ctx() -> Iterator[Any]:
+    """A store-only context for account commands; a refused change exits 1 with the reason."""
+    ctx = open_ctx(with_vectors=False)
+    try:
+        yield ctx
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        ctx.close()
+
+
 @user_app.command("create")
 def user_create(
     username: str,
@@ -157,20 +172,10 @@ def user_create(
     ] = "",
 ) -> None:
     """Create an account."""
-    ctx = open_ctx(with_vectors=False)
-    try:
-        ctx.accounts.create(username, password, "superuser" if superuser else role)
-        ctx.audit(
-            "user_create",
-            username=None,
-            target=username,
-            detail={"role": "superuser" if superuser else role},
-        )
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        ctx.close()
+    role = "superuser" if superuser else role
+    with accounts_ctx() as ctx:
+        ctx.accounts.create(username, password, role)
+        ctx.audit("user_create", username="cli", target=username, detail={"role": role})
     console.print(f"created {username}")
 
 
@@ -182,26 +187,17 @@ def user_passwd(
     ] = "",
 ) -> None:
     """Set a user's password."""
-    ctx = open_ctx(with_vectors=False)
-    try:
+    with accounts_ctx() as ctx:
         ctx.accounts.set_password(username, password)
-        ctx.audit("user_passwd", username=None, target=username)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        ctx.close()
+        ctx.audit("user_passwd", username="cli", target=username)
     console.print(f"password of {username} changed")
 
 
 @user_app.command("list")
 def user_list() -> None:
     """List accounts."""
-    ctx = open_ctx(with_vectors=False)
-    try:
+    with accounts_ctx() as ctx:
         users = ctx.accounts.list()
-    finally:
-        ctx.close()
     table = Table()
     for col in ("username", "role", "active", "last login"):
         table.add_column(col)
@@ -213,15 +209,9 @@ def user_list() -> None:
 @user_app.command("disable")
 def user_disable(username: str) -> None:
     """Disable an account and revoke its tokens."""
-    ctx = open_ctx(with_vectors=False)
-    try:
+    with accounts_ctx() as ctx:
         ctx.accounts.set_active(username, False)
-        ctx.audit("user_disable", username=None, target=username)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        ctx.close()
+        ctx.audit("user_disable", username="cli", target=username)
     console.print(f"disabled {username}")
 
 

@@ -186,3 +186,22 @@ def test_unfinished_jobs_resume_after_restart(settings) -> None:
         job = wait_job(c, job_id, h)
         assert job["status"] == "completed" and job["paper_id"]
         assert c.get("/stats", headers=h).json()["total_papers"] == 1
+
+
+def test_start_sweeps_stray_staged_copies_but_keeps_queued_ones(settings) -> None:
+    from refserver.api.app import create_app
+    from tests.conftest import login
+
+    with TestClient(create_app(settings, start_workers=False)) as c:
+        h = login(c)
+        r = c.post(
+            "/upload",
+            headers=h,
+            files={"file": ("j.pdf", corpus_pdf("jacow").read_bytes(), "application/pdf")},
+        )
+        queued = c.app.state.ctx.jobs.get(r.json()["job_id"]).staged_path
+    stray = settings.staging_dir / "0123456789abcdef0123456789abcdef.pdf"
+    stray.write_bytes(b"%PDF-1.7 left by a crash between staging and its job")
+    with TestClient(create_app(settings, start_workers=False)):
+        assert not stray.exists()
+        assert Path(queued).exists()

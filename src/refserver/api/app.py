@@ -18,6 +18,7 @@ from refserver.api.routes import auth, jobs, papers, system, upload
 from refserver.auth.csrf import verify_csrf
 from refserver.config import Settings, get_settings
 from refserver.context import AppContext
+from refserver.ingest.intake import sweep_staging
 from refserver.storage.db import WritesPaused
 from refserver.storage.vectors import ChromaBusy
 from refserver.web.templating import STATIC_DIR
@@ -56,6 +57,8 @@ def create_app(
             log.warning(
                 "created the first superuser %r (password printed once)", settings.admin_user
             )
+        # Before serving nothing is half-staged, unless other processes share the folder.
+        sweep_staging(ctx, min_age_seconds=0 if ctx.deployment_mode == "embedded" else 3600)
         for hook in app.state.startup_hooks:
             hook(ctx)
         if start_workers:

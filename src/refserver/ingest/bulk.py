@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import pymupdf
 
 from refserver.ingest.extract import PageText, extract_pages
+from refserver.ingest.intake import sweep_staging
 from refserver.ingest.metadata import ExtractedMetadata, extract_metadata
 from refserver.ingest.preview import render_preview
 from refserver.ingest.validate import PdfRejected, validate_pdf
@@ -389,6 +390,9 @@ def bulk_import(
     t_start = time.monotonic()
     files = collect_files(paths)
     batch_id = batch_id or default_batch_id(files)
+    # This process owns the library (Chroma lock) in the embedded mode: a copy left
+    # by a killed run is garbage; elsewhere only old ones are.
+    sweep_staging(ctx, min_age_seconds=0 if ctx.deployment_mode == "embedded" else 3600)
     cpu = os.cpu_count() or 1
     workers = cpu if workers is None else max(0, workers)
     embed_threads = embed_threads or max(1, min(2, cpu))

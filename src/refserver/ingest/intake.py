@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,3 +124,37 @@ def submit(
     if enqueue:
         ctx.queue.enqueue(job_id, priority)
     return Submitted(job_id, "queued", "file accepted; processing started")
+
+
+def sweep_staging(ctx: AppContext, *, min_age_seconds: float = 0.0) -> int:
+    """Remove staged copies no job needs any more; returns how many.
+
+    A crash between staging a file and finishing (or even creating) its job leaves
+    its copy behind. Copies of queued, running or failed jobs stay (a retry may
+    need them). Run it when no upload can be half-staged (at start), or with an age.
+    """
+    from sqlalchemy import select
+
+    from refserver.storage.models import Job
+
+    with ctx.db.read() as s:
+        keep = set(
+            s.execute(
+                select(Job.staged_path).where(
+                    Job.status.in_(("queued", "processing", "failed")), Job.staged_path.is_not(None)
+                )
+            ).scalars()
+        )
+    now = time.time()
+    removed = 0
+    for path in ctx.settings.staging_dir.glob("*.pdf"):
+        if str(path) in keep:
+            continue
+        try:
+            if min_age_seconds and now - path.stat().st_mtime < min_age_seconds:
+                continue
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
