@@ -14,7 +14,7 @@ from sqlalchemy import select
 from refserver.ingest.watch import ConsumeFolder
 from refserver.storage.models import Paper
 from tests.bulk.synth import make_paper_pdf
-from tests.conftest import wait_job
+from tests.conftest import corpus_pdf, wait_job
 
 
 def _papers(ctx: Any) -> list[Paper]:
@@ -118,3 +118,24 @@ def test_batch_upload_and_status(client: TestClient, auth: dict[str, str], tmp_p
     assert per_file["notes.txt"]["error_message"]
     assert per_file["a.pdf"]["paper_id"]
     assert client.get("/batch/batch-nope").status_code == 404
+
+
+def test_batch_uploads_go_through_the_sandbox_and_the_rate_limit(client, auth) -> None:
+    from tests.security.hostile import javascript
+
+    good = corpus_pdf("jacow").read_bytes()
+    files = [
+        ("files", ("good.pdf", good, "application/pdf")),
+        ("files", ("js.pdf", javascript(), "application/pdf")),
+    ]
+    r = client.post("/upload/batch", files=files, headers=auth)
+    assert r.status_code == 200, r.text
+    by_name = {j["filename"]: j for j in r.json()["jobs"]}
+    assert by_name["js.pdf"]["status"] == "failed"
+    assert "javascript" in by_name["js.pdf"]["message"].lower()
+    assert by_name["good.pdf"]["status"] in ("queued", "completed")
+    # Each file of a batch counts against the per-user upload limit.
+    limit = client.app.state.rate_limits.config
+    many = [("files", (f"f{i}.pdf", b"%PDF-", "application/pdf")) for i in range(200)]
+    r = client.post("/upload/batch", files=many, headers=auth)
+    assert r.status_code == 429 and "Retry-After" in r.headers, limit

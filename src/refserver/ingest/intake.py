@@ -70,6 +70,23 @@ def stage_path(ctx: AppContext, src: Path) -> Staged:
         return stage_stream(ctx, f, src.name)
 
 
+def check_untrusted(ctx: AppContext, staged: Staged, *, timeout: float, memory_mb: int) -> None:
+    """Every intake check in the resource-capped sandbox, before any job exists."""
+    from refserver.ingest.sandbox import validate_pdf_sandboxed
+
+    try:
+        validate_pdf_sandboxed(
+            staged.path,
+            ctx.settings.max_upload_mb * 1024 * 1024,
+            ctx.settings.max_pages,
+            timeout=timeout,
+            memory_mb=memory_mb,
+        )
+    except PdfRejected:
+        staged.path.unlink(missing_ok=True)
+        raise
+
+
 def submit(
     ctx: AppContext,
     staged: Staged,

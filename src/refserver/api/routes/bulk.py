@@ -6,13 +6,14 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, File, HTTPException, UploadFile
+from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from refserver.api.deps import CtxDep, EditorUser, ReaderDep
+from refserver.auth.ratelimit import SecurityLimits, rate_limits
 from refserver.context import AppContext
 from refserver.ingest.bulk import batch_status
-from refserver.ingest.intake import safe_label, stage_stream, submit
+from refserver.ingest.intake import check_untrusted, safe_label, stage_stream, submit
 from refserver.ingest.validate import PdfRejected
 
 log = logging.getLogger(__name__)
@@ -22,12 +23,15 @@ MAX_FILES = 1000
 
 
 def _accept_one(
-    ctx: AppContext, upload: UploadFile, batch_id: str, username: str
+    ctx: AppContext, upload: UploadFile, batch_id: str, username: str, limits: SecurityLimits
 ) -> dict[str, Any]:
     """Stage and queue one file; a rejected file still gets a (failed) job with its reason."""
     label = safe_label(upload.filename)
     try:
         staged = stage_stream(ctx, upload.file, upload.filename)
+        check_untrusted(
+            ctx, staged, timeout=limits.sandbox_timeout, memory_mb=limits.sandbox_memory_mb
+        )
         sub = submit(ctx, staged, username=username, batch_id=batch_id)
         return {
             "job_id": sub.job_id,
@@ -53,17 +57,21 @@ def _accept_one(
 
 @router.post("/upload/batch")
 async def upload_batch(
-    ctx: CtxDep, user: EditorUser, files: list[UploadFile] = File(...)
+    request: Request, ctx: CtxDep, user: EditorUser, files: list[UploadFile] = File(...)
 ) -> dict[str, Any]:
     """Many files → one batch id with one ingest job per file on the queue."""
     if not files:
         raise HTTPException(400, "no files")
     if len(files) > MAX_FILES:
         raise HTTPException(400, f"at most {MAX_FILES} files per batch")
+    limiter = rate_limits(request.app)
+    limiter.check("upload", f"user:{user.id}", cost=len(files))  # each file counts
     batch_id = f"batch-{uuid.uuid4().hex[:20]}"
     jobs = []
     for f in files:
-        jobs.append(await run_in_threadpool(_accept_one, ctx, f, batch_id, user.username))
+        jobs.append(
+            await run_in_threadpool(_accept_one, ctx, f, batch_id, user.username, limiter.config)
+        )
     ctx.audit(
         "upload_batch",
         username=user.username,

@@ -15,28 +15,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from refserver.api.deps import CtxDep, EditorUser, UploadRateLimit, client_ip
 from refserver.api.schemas import job_public
-from refserver.auth.ratelimit import SecurityLimits, rate_limits
-from refserver.ingest.intake import Staged, safe_label, stage_stream, submit
-from refserver.ingest.sandbox import validate_pdf_sandboxed
+from refserver.auth.ratelimit import rate_limits
+from refserver.ingest.intake import check_untrusted, safe_label, stage_stream, submit
 from refserver.ingest.validate import PdfRejected
 from refserver.jobs.store import PRIORITIES
 
 router = APIRouter(tags=["upload"])
-
-
-def _check_untrusted(ctx: Any, limits: SecurityLimits, staged: Staged) -> None:
-    """Run every intake check in the resource-capped sandbox before anything is queued."""
-    try:
-        validate_pdf_sandboxed(
-            staged.path,
-            ctx.settings.max_upload_mb * 1024 * 1024,
-            ctx.settings.max_pages,
-            timeout=limits.sandbox_timeout,
-            memory_mb=limits.sandbox_memory_mb,
-        )
-    except PdfRejected:
-        staged.path.unlink(missing_ok=True)
-        raise
 
 
 async def _accept(
@@ -53,7 +37,11 @@ async def _accept(
     limits = rate_limits(request.app).config
     try:
         staged = await run_in_threadpool(stage_stream, ctx, file.file, file.filename)
-        await run_in_threadpool(_check_untrusted, ctx, limits, staged)
+        await run_in_threadpool(
+            lambda: check_untrusted(
+                ctx, staged, timeout=limits.sandbox_timeout, memory_mb=limits.sandbox_memory_mb
+            )
+        )
         return await run_in_threadpool(
             lambda: submit(ctx, staged, priority=priority, username=username, enqueue=enqueue)
         )
