@@ -764,6 +764,9 @@ def _run(
                         continue
                     for k, v in res.get("timings", {}).items():
                         steps[k] = steps.get(k, 0.0) + v
+                    if cancelled:  # nothing new starts after a cancel: resumable later
+                        queue.append(item)
+                        continue
                     if not res["ok"]:
                         finish_failed(item, res["step"], res["reason"])
                         continue
@@ -779,6 +782,9 @@ def _run(
                         page_vecs, paper_vec = fut.result()
                     except Exception as exc:
                         finish_failed(item, "embeddings", f"{type(exc).__name__}: {exc}")
+                        continue
+                    if cancelled:  # not saved: the rerun picks the file up again
+                        queue.append(item)
                         continue
                     t = time.perf_counter()
                     try:
