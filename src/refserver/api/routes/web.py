@@ -386,15 +386,21 @@ async def backup_trigger(request: Request, ctx: CtxDep, user: Principal = AdminP
     return back("/admin/backup")
 
 
-@router.post("/ui/backup/{backup_id}/verify", response_model=None)
-async def backup_verify(
-    request: Request, backup_id: str, ctx: CtxDep, user: Principal = AdminPage
-) -> Response:
+def _listed_backup_engine(ctx: Any, backup_id: str) -> Any:
+    """The backup engine, after checking ``backup_id`` is a listed backup (else 404)."""
     backup = _safety("refserver.safety.backup")
     manifest = _safety("refserver.safety.manifest")
     engine = backup.engine_of(ctx)
     if not manifest.valid_id(backup_id) or not engine.exists(backup_id):
         raise HTTPException(404, f"no backup {backup_id}")
+    return engine
+
+
+@router.post("/ui/backup/{backup_id}/verify", response_model=None)
+async def backup_verify(
+    request: Request, backup_id: str, ctx: CtxDep, user: Principal = AdminPage
+) -> Response:
+    engine = _listed_backup_engine(ctx, backup_id)
     result = (await run_in_threadpool(engine.verify, backup_id)).to_dict()
     ctx.audit(
         "backup.verify",
@@ -419,11 +425,7 @@ async def backup_restore(
     request: Request, backup_id: str, ctx: CtxDep, user: Principal = SuperPage
 ) -> Response:
     """Restore over the live library, as a job, after the user confirmed with a password."""
-    backup = _safety("refserver.safety.backup")
-    manifest = _safety("refserver.safety.manifest")
-    engine = backup.engine_of(ctx)
-    if not manifest.valid_id(backup_id) or not engine.exists(backup_id):
-        raise HTTPException(404, f"no backup {backup_id}")
+    _listed_backup_engine(ctx, backup_id)  # 404 unless listed
     form = await request.form()
     if form.get("confirm") != "yes":
         flash(request, "Tick the confirmation box to restore.", "error")
