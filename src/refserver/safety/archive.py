@@ -139,10 +139,14 @@ def write_stream(
     out = _AtomicOut(dest)
     try:
         stored = _HashingWriter(out.f)
-        comp = _compressing_writer(stored, compression, size_hint)
-        raw = _HashingWriter(comp)
-        produce(raw)  # type: ignore[arg-type]
-        comp.close()
+        if compression == "none":  # stored bytes are the raw bytes: hash them once
+            produce(stored)  # type: ignore[arg-type]
+            raw = stored
+        else:
+            comp = _compressing_writer(stored, compression, size_hint)
+            raw = _HashingWriter(comp)
+            produce(raw)  # type: ignore[arg-type]
+            comp.close()
         out.commit()
     except BaseException:
         out.abort()
@@ -178,19 +182,33 @@ def compress_file(
     compression: str,
     progress: Progress | None = None,
     on_block: Callable[[bytes], None] | None = None,
+    limit: int | None = None,
 ) -> Written:
-    """Compress ``src``; ``on_block`` sees every 4 MiB block (e.g. to hash pages) in the same pass."""
+    """Compress ``src``; ``on_block`` sees every 4 MiB block (e.g. to hash pages) in the same pass.
+
+    ``limit``: the first ``limit`` bytes only (a frozen live database file);
+    a shorter file raises, so a truncated source can never pass for a whole one.
+    """
+    total = src.stat().st_size if limit is None else limit
 
     def produce(w: IO[bytes]) -> None:
+        done = 0
         with open(src, "rb") as f:
-            while block := f.read(CHUNK * 4):
+            while True:
+                want = CHUNK * 4 if limit is None else min(CHUNK * 4, limit - done)
+                block = f.read(want) if want > 0 else b""
+                if not block:
+                    break
+                done += len(block)
                 w.write(block)
                 if on_block:
                     on_block(block)
                 if progress:
                     progress(len(block))
+        if limit is not None and done != limit:
+            raise OSError(f"{src.name} ended after {done} of {limit} bytes")
 
-    return write_stream(dest, compression, produce, size_hint=src.stat().st_size)
+    return write_stream(dest, compression, produce, size_hint=total)
 
 
 def tar_folder(src: Path, dest: Path, compression: str) -> Written:
@@ -252,13 +270,14 @@ def read_member(
             reader = buffered
         else:
             raise ValueError(f"unknown compression {compression!r}")
-        h = hashlib.sha256()
+        h = hashlib.sha256() if compression != "none" else None  # raw is stored: hash once
         n = 0
         while True:
             block = reader.read(CHUNK * 4)
             if not block:
                 break
-            h.update(block)
+            if h is not None:
+                h.update(block)
             n += len(block)
             if sink is not None:
                 sink.write(block)
@@ -267,7 +286,8 @@ def read_member(
         # drain anything after the frame so the stored hash covers the whole file
         while buffered.read(CHUNK):
             pass
-    return Read(n, h.hexdigest(), stored.n, stored.h.hexdigest())
+    stored_sha = stored.h.hexdigest()
+    return Read(n, h.hexdigest() if h is not None else stored_sha, stored.n, stored_sha)
 
 
 def decompress_file(path: Path, dest: Path, compression: str) -> Read:

@@ -68,6 +68,7 @@ from refserver.storage.vectors import COLLECTIONS
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, float], None]
+FILE_THREADS = 4  # PDFs stored at once during a backup (syscall-bound, measured best)
 TIERS = ("daily", "weekly", "incremental", "snapshots")
 
 
@@ -315,10 +316,16 @@ class BackupEngine:
         progress: ProgressFn,
         cancelled: Callable[[], bool],
     ) -> None:
+        """Consistent point, then the stores side by side, then verification.
+
+        After the barrier three things run at once on two cores: the database
+        (compressed and page-hashed on this thread; zstd has its own workers), the
+        PDFs (a few I/O threads: create + fsync dominate) and the Chroma tar, while
+        the checks of the database and of the Chroma copy run in the check pool.
+        """
         ctx = self.ctx
         staging.mkdir(parents=True, exist_ok=True)
         comp = m.compression
-        snap = staging / "snapshot.db"
         timings: dict[str, float] = {}
         last = [time.monotonic()]
 
@@ -327,7 +334,13 @@ class BackupEngine:
             timings[stage] = round(now - last[0], 3)
             last[0] = now
 
+        # Checks of the staged copies run beside the rest (SQLite and the child
+        # process do not hold the GIL): quick/integrity check, Chroma opened.
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-verify")
+        self._pool = pool
+        io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-io")
         src = sp.SourceSnapshot(self.settings.sqlite_path)
+        fut_db: Future | None = None
         try:
             chroma_copy: Path | None = None
             linked: dict[str, Path] = {}
@@ -338,10 +351,10 @@ class BackupEngine:
                 # use in a process: make that happen here, not inside the barrier.
                 for name in COLLECTIONS:
                     ctx.vectors.count(name)
+            src.settle()
             t0 = time.monotonic()
-            barrier = ctx.db.barrier() if m.kind != "snapshot" else contextlib.nullcontext(0)
-            with barrier:
-                generation = src.begin()
+            with ctx.db.barrier():
+                generation = src.begin_frozen()
                 if m.kind != "snapshot":
                     hashes = {
                         r[0] for r in src.conn.execute("SELECT DISTINCT file_sha256 FROM papers")
@@ -360,98 +373,127 @@ class BackupEngine:
             vec_kinds = dict(
                 src.conn.execute("SELECT kind, count(*) FROM vectors GROUP BY kind").fetchall()
             )
-            progress("sqlite", 0.05)
-            src.backup_to(
-                snap, lambda done, total: progress("sqlite", 0.05 + 0.35 * done / max(total, 1))
+            files_fut = (
+                io_pool.submit(self._store_files, m, linked, cap.file_hashes, parent_chain, comp)
+                if m.kind != "snapshot"
+                else None
             )
-        finally:
-            src.close()
-        if cancelled():
-            raise Cancelled("cancelled")
-
-        mark("snapshot")
-        # Checks of the staged copies run beside the rest (SQLite and the child
-        # process do not hold the GIL): quick/integrity check now, Chroma too.
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-verify")
-        self._pool = pool
-        fut_db = pool.submit(sp.check_database, snap)
-        fut_chroma = pool.submit(check_chroma, chroma_copy, chroma_counts) if chroma_copy else None
-        progress("hashing", 0.4)
-        page_size = sp.page_size_of(snap)
-        db_size = snap.stat().st_size
-        tier_dir = self.layout.sqlite(m.tier)
-        table = bytearray()
-        db_sha = ""
-        if m.kind in ("snapshot", "full"):
-            dest = tier_dir / f"{m.id}.db{SUFFIX[comp]}"
-            written.append(dest)
-            done = [0]
-
-            def tick(n: int) -> None:
-                done[0] += n
-                progress("compressing", 0.45 + 0.3 * done[0] / max(db_size, 1))
-
-            # one pass: compress, hash the file, and (full) hash every page
-            on_block = (lambda b: sp.hash_block(b, page_size, table)) if m.kind == "full" else None
-            w = compress_file(snap, dest, comp, tick, on_block=on_block)
-            db_sha = w.sha256
-            m.members.append(self._member(dest, "sqlite", w, comp))
-        else:
-            raw_table, db_sha, _size = sp.hash_pages(snap, page_size)
-            table = bytearray(raw_table)
-        m.sqlite = {
-            "page_size": page_size,
-            "page_count": db_size // page_size,
-            "db_sha256": db_sha,
-            "db_size": db_size,
-        }
-        mark("sqlite member")
-        if m.kind == "full":
-            dest = tier_dir / f"{m.id}.pagehashes"
-            written.append(dest)
-            w = write_stream(dest, "none", lambda out: out.write(bytes(table)))
-            m.members.append(self._member(dest, "page_hashes", w, "none"))
-        if m.kind == "incremental":
-            progress("page diff", 0.5)
-            parent_table = self.page_table(parent_chain)
-            dest = self.layout.sqlite("incremental") / f"{m.id}.delta{SUFFIX[comp]}"
-            written.append(dest)
-            changed = [0]
-
-            def produce(out: IO[bytes]) -> None:
-                changed[0] = sp.write_delta(snap, page_size, bytes(parent_table), bytes(table), out)
-
-            w = write_stream(dest, comp, produce)
-            m.members.append(self._member(dest, "sqlite_delta", w, comp))
-            m.sqlite["changed_pages"] = changed[0]
-            if changed[0] > 0.5 * (len(table) // sp.HASH_LEN):
-                m.notes.append(
-                    "more than half of the pages changed (VACUUM or rebuild?): take a full backup"
+            chroma_fut = (
+                io_pool.submit(self._store_chroma, m, chroma_copy, comp)
+                if chroma_copy is not None
+                else None
+            )
+            fut_chroma = (
+                pool.submit(check_chroma, chroma_copy, chroma_counts) if chroma_copy else None
+            )
+            progress("sqlite", 0.05)
+            if src.frozen:
+                image, limit = self.settings.sqlite_path, src.image_size()
+                fut_db = pool.submit(src.quick_check)
+                timings["snapshot"] = 0.0  # read in place: the file is frozen
+            else:
+                image, limit = staging / "snapshot.db", None
+                src.backup_to(
+                    image,
+                    lambda done, total: progress("sqlite", 0.05 + 0.35 * done / max(total, 1)),
                 )
-        if cancelled():
-            raise Cancelled("cancelled")
+                src.close()  # release the read transaction early
+                fut_db = pool.submit(sp.check_database, image)
+                mark("snapshot")
+            if cancelled():
+                raise Cancelled("cancelled")
 
-        # PDFs: content-addressed, stored once across all backups.
-        progress("files", 0.75)
-        if m.kind != "snapshot":
-            self._store_files(m, linked, parent_chain, comp, written)
-            mark("files")
-        if chroma_copy is not None:
-            progress("chromadb", 0.8)
-            dest = self.layout.chromadb / f"{m.id}.tar{SUFFIX[comp]}"
-            written.append(dest)
-            w = tar_folder(chroma_copy, dest, comp)
-            m.members.append(self._member(dest, "chromadb", w, comp))
-            mark("chromadb")
-            m.chroma = {
-                "included": True,
-                "counts": chroma_counts,
-                "sqlite_counts": {
-                    "pages": int(vec_kinds.get("page", 0)),
-                    "papers": int(vec_kinds.get("paper", 0)),
-                },
+            progress("hashing", 0.4)
+            page_size = sp.page_size_of(image)
+            db_size = limit if limit is not None else image.stat().st_size
+            tier_dir = self.layout.sqlite(m.tier)
+            table = bytearray()
+            db_sha = ""
+            if m.kind in ("snapshot", "full"):
+                dest = tier_dir / f"{m.id}.db{SUFFIX[comp]}"
+                written.append(dest)
+                done = [0]
+
+                def tick(n: int) -> None:
+                    done[0] += n
+                    progress("compressing", 0.45 + 0.3 * done[0] / max(db_size, 1))
+
+                # one pass: compress, hash the file, and (full) hash every page
+                on_block = (
+                    (lambda b: sp.hash_block(b, page_size, table)) if m.kind == "full" else None
+                )
+                w = compress_file(image, dest, comp, tick, on_block=on_block, limit=limit)
+                db_sha = w.sha256
+                m.members.append(self._member(dest, "sqlite", w, comp))
+            else:
+                raw_table, db_sha, _size = sp.hash_pages(image, page_size, limit)
+                table = bytearray(raw_table)
+            m.sqlite = {
+                "page_size": page_size,
+                "page_count": db_size // page_size,
+                "db_sha256": db_sha,
+                "db_size": db_size,
+                "read": "frozen file" if src.frozen else "online backup copy",
             }
-            if m.chroma["sqlite_counts"] != chroma_counts:
+            if m.kind == "full":
+                dest = tier_dir / f"{m.id}.pagehashes"
+                written.append(dest)
+                w = write_stream(dest, "none", lambda out: out.write(bytes(table)))
+                m.members.append(self._member(dest, "page_hashes", w, "none"))
+            if m.kind == "incremental":
+                progress("page diff", 0.5)
+                parent_table = self.page_table(parent_chain)
+                dest = self.layout.sqlite("incremental") / f"{m.id}.delta{SUFFIX[comp]}"
+                written.append(dest)
+                changed = [0]
+
+                def produce(out: IO[bytes]) -> None:
+                    changed[0] = sp.write_delta(
+                        image, page_size, bytes(parent_table), bytes(table), out
+                    )
+
+                w = write_stream(dest, comp, produce)
+                m.members.append(self._member(dest, "sqlite_delta", w, comp))
+                m.sqlite["changed_pages"] = changed[0]
+                if changed[0] > 0.5 * (len(table) // sp.HASH_LEN):
+                    m.notes.append(
+                        "more than half of the pages changed (VACUUM or rebuild?): take a full backup"
+                    )
+            mark("sqlite member")
+            if src.frozen:
+                fut_db.result()  # quick_check reads through the transaction: then end it
+            src.close()
+            if cancelled():
+                raise Cancelled("cancelled")
+
+            # PDFs (content-addressed, stored once across all backups) and Chroma.
+            progress("files", 0.75)
+            if files_fut is not None:
+                members, added, removed, took = files_fut.result()
+                m.members.extend(members)
+                m.files_added.extend(added)
+                m.files_removed = removed
+                timings["files (parallel)"] = took
+            if chroma_fut is not None:
+                w, dest, took = chroma_fut.result()
+                written.append(dest)
+                m.members.append(self._member(dest, "chromadb", w, comp))
+                timings["chromadb (parallel)"] = took
+            mark("wait files and chromadb")
+        finally:
+            if fut_db is not None and src.frozen:
+                with contextlib.suppress(Exception):
+                    fut_db.result()
+            src.close()
+            io_pool.shutdown(wait=True, cancel_futures=True)
+
+        sqlite_counts = {
+            "pages": int(vec_kinds.get("page", 0)),
+            "papers": int(vec_kinds.get("paper", 0)),
+        }
+        if chroma_copy is not None:
+            m.chroma = {"included": True, "counts": chroma_counts, "sqlite_counts": sqlite_counts}
+            if sqlite_counts != chroma_counts:
                 m.notes.append(
                     "ChromaDB held other counts than SQLite's vectors; a restore reconciles it from SQLite"
                 )
@@ -459,10 +501,7 @@ class BackupEngine:
             m.chroma = {
                 "included": False,
                 "restore": "rebuilt from the SQLite vectors",
-                "sqlite_counts": {
-                    "pages": int(vec_kinds.get("page", 0)),
-                    "papers": int(vec_kinds.get("paper", 0)),
-                },
+                "sqlite_counts": sqlite_counts,
             }
 
         m.status = "verifying"
@@ -511,50 +550,65 @@ class BackupEngine:
         shutil.copytree(path, dest, ignore=shutil.ignore_patterns("*.owner.lock"))
         return dest, counts
 
+    def _store_chroma(self, m: Manifest, chroma_copy: Path, comp: str) -> tuple[Any, Path, float]:
+        t = time.monotonic()
+        dest = self.layout.chromadb / f"{m.id}.tar{SUFFIX[comp]}"
+        w = tar_folder(chroma_copy, dest, comp)
+        return w, dest, round(time.monotonic() - t, 3)
+
+    def _store_blob(self, sha: str, src: Path, comp: str) -> Member:
+        pcomp = comp if worth_compressing(src, comp) else "none"
+        dest = self.layout.root / self.layout.blob_name(sha, pcomp)
+        w = compress_file(src, dest, pcomp)
+        if w.sha256 != sha:
+            dest.unlink(missing_ok=True)
+            raise BackupError(f"PDF {sha[:12]} in the file store does not match its name")
+        return self._member(dest, "file", w, pcomp)
+
     def _store_files(
         self,
         m: Manifest,
         linked: dict[str, Path],
+        needed_files: set[str],
         parent_chain: list[Manifest],
         comp: str,
-        written: list[Path],
-    ) -> None:
-        root = self.layout.root
-        needed = set(linked)
-        with sp.readonly(self.layout.staging / m.id / "snapshot.db") as c:
-            needed |= {r[0] for r in c.execute("SELECT DISTINCT file_sha256 FROM papers")}
-        members: dict[str, Member] = {}
+    ) -> tuple[list[Member], list[str], list[str], float]:
+        """(members to add, PDFs added, PDFs removed, seconds) — merged by the caller.
+
+        Creating and fsyncing a file per PDF is syscall-bound, so a few threads
+        store them at once; hashing and zstd release the GIL too.
+        """
+        t = time.monotonic()
+        needed = set(linked) | set(needed_files)
         known = {
             mem.name: mem
             for other in self.manifests()
             for mem in other.members
             if mem.role == "file" and mem.size_compressed
         }
-        for sha in sorted(needed):
-            if sha in linked:
-                pcomp = comp if worth_compressing(linked[sha], comp) else "none"
-                dest = root / self.layout.blob_name(sha, pcomp)
-                w = compress_file(linked[sha], dest, pcomp)
-                if w.sha256 != sha:
-                    dest.unlink(missing_ok=True)
-                    raise BackupError(f"PDF {sha[:12]} in the file store does not match its name")
-                members[sha] = self._member(dest, "file", w, pcomp)
-                m.files_added.append(sha)
-                continue
+        members: dict[str, Member] = {}
+        new = sorted(sha for sha in needed if sha in linked)
+        with ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="backup-pdf") as ex:
+            for sha, mem in zip(
+                new, ex.map(lambda x: self._store_blob(x, linked[x], comp), new), strict=True
+            ):
+                members[sha] = mem
+        added = list(new)
+        for sha in sorted(needed - set(linked)):
             existing = self.layout.existing_blob(sha)
             if existing is None:
                 continue  # noted as missing when staging
             name, bcomp = existing
             members[sha] = self._known_blob(name, sha, bcomp, known)
+        took = round(time.monotonic() - t, 3)
         if m.kind == "full":
-            m.members.extend(members[s] for s in sorted(members))
-            return
+            return [members[s] for s in sorted(members)], added, [], took
         before = self.file_set(parent_chain)
-        m.files_removed = sorted(set(before) - set(members))
+        removed = sorted(set(before) - set(members))
         for sha in sorted(set(members) - set(before)):
-            if sha not in m.files_added:
-                m.files_added.append(sha)
-        m.members.extend(members[s] for s in sorted(set(members) - set(before)))
+            if sha not in added:
+                added.append(sha)
+        return [members[s] for s in sorted(set(members) - set(before))], added, removed, took
 
     def _known_blob(
         self, name: str, sha: str, comp: str, known: dict[str, Member] | None = None

@@ -5,6 +5,15 @@ a read transaction (so the state it captures is fixed and a stepped backup is
 never restarted by concurrent commits — STACK.md), then copies pages with
 ``Connection.backup``. WAL readers do not block the writer.
 
+Faster still, and without a staging copy: under the write barrier the WAL is
+checkpointed away (``TRUNCATE``) and the read transaction begins while it is
+empty, so it reads the database file alone. No checkpoint can copy a frame into
+the file past a reader's end mark (sqlite.org/wal.html, "checkpoint starvation"),
+and in WAL mode only checkpoints write the file, so until that transaction ends
+the file *is* the snapshot and is read sequentially at disk speed ("frozen").
+When the checkpoint cannot finish at once (a long reader), the backup falls back
+to the online backup API copy.
+
 An incremental stores only the pages whose SHA-256 differs from the parent's
 image plus the new page count. The parent's page table is the base full's table
 patched by every delta of the chain, so no per-incremental table is stored.
@@ -49,9 +58,15 @@ class SourceSnapshot:
     """A connection to the live database holding one read transaction."""
 
     def __init__(self, db_path: Path) -> None:
-        self.conn = sqlite3.connect(str(db_path), timeout=30, isolation_level=None)
+        self.path = db_path
+        # check_same_thread=False: a checker thread runs quick_check on this
+        # transaction while the backup thread reads the frozen file.
+        self.conn = sqlite3.connect(
+            str(db_path), timeout=30, isolation_level=None, check_same_thread=False
+        )
         self.conn.execute("PRAGMA busy_timeout=30000")
         self._open = False
+        self.frozen = False
 
     def begin(self) -> int:
         """Start the read transaction; returns the library generation it sees."""
@@ -59,6 +74,51 @@ class SourceSnapshot:
         row = self.conn.execute("SELECT generation FROM library_state WHERE id = 1").fetchone()
         self._open = True
         return int(row[0]) if row else 0
+
+    def settle(self) -> None:
+        """Checkpoint what can be, outside the barrier, so the one under it is short."""
+        with suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def begin_frozen(self, wait_ms: int = 50) -> int:
+        """Call with writes held: empty the WAL, then begin (see the module docstring).
+
+        Sets ``frozen`` when the transaction reads the database file alone, which
+        is then checked by the WAL file's size: every commit would have grown it.
+        """
+        self.frozen = False
+        wal = Path(f"{self.path}-wal")
+        mode = str(self.conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        busy = 1
+        if mode == "wal":
+            self.conn.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+            try:
+                busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error:
+                busy = 1
+            finally:
+                self.conn.execute("PRAGMA busy_timeout=30000")
+        generation = self.begin()
+        if mode == "wal" and busy == 0:
+            with suppress(OSError):
+                self.frozen = wal.stat().st_size == 0
+        return generation
+
+    def image_size(self) -> int:
+        """Bytes of the database this transaction sees (page count × page size)."""
+        c = self.conn
+        return int(c.execute("PRAGMA page_count").fetchone()[0]) * int(
+            c.execute("PRAGMA page_size").fetchone()[0]
+        )
+
+    def quick_check(self, quick_over_bytes: int = 512 << 20) -> tuple[bool, str, str]:
+        """Like :func:`check_database`, on the pages this transaction sees."""
+        pragma = "quick_check" if self.image_size() > quick_over_bytes else "integrity_check"
+        try:
+            rows = [r[0] for r in self.conn.execute(f"PRAGMA {pragma}").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            return False, pragma, str(exc)
+        return rows == ["ok"], pragma, "; ".join(rows[:5])
 
     def capture(self, generation: int) -> Captured:
         c = self.conn
@@ -131,15 +191,19 @@ def page_size_of(path: Path) -> int:
     return 65536 if size == 1 else size
 
 
-def hash_pages(path: Path, page_size: int) -> tuple[bytes, str, int]:
-    """(concatenated SHA-256 of every page, SHA-256 of the file, file size)."""
+def hash_pages(path: Path, page_size: int, limit: int | None = None) -> tuple[bytes, str, int]:
+    """(concatenated SHA-256 of every page, SHA-256 of the file, file size).
+
+    ``limit``: read only the first ``limit`` bytes (a frozen live file).
+    """
     whole = hashlib.sha256()
     table = bytearray()
     size = 0
     sha = hashlib.sha256
     with open(path, "rb") as f:
         while True:
-            block = f.read(page_size * 1024)
+            want = page_size * 1024 if limit is None else min(page_size * 1024, limit - size)
+            block = f.read(want) if want > 0 else b""
             if not block:
                 break
             whole.update(block)
@@ -149,6 +213,8 @@ def hash_pages(path: Path, page_size: int) -> tuple[bytes, str, int]:
                 table += sha(mv[off : off + page_size]).digest()
     if size % page_size:
         raise DeltaError("database size is not a multiple of its page size")
+    if limit is not None and size != limit:
+        raise DeltaError("database file is shorter than its page count")
     return bytes(table), whole.hexdigest(), size
 
 

@@ -1,0 +1,138 @@
+"""The database read in place: a read transaction begun on an empty WAL freezes the file.
+
+The backup compresses the live database file itself instead of a staged copy;
+these tests prove the bytes it stores are exactly the consistent point even
+while writers keep committing, that the read transaction ends with the backup
+(checkpoints resume), and that a reader pinning the WAL makes it fall back to
+the online backup API copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from refserver.context import AppContext
+from refserver.safety.archive import compress_file
+from refserver.safety.backup import engine_of
+from refserver.safety.restore import restore
+from refserver.safety.sqlite_pages import readonly
+from refserver.storage.models import AuditEntry
+from tests.safety.conftest import add_direct, assert_consistent
+
+
+class Writer:
+    """Commits one small row after another through the one write path."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.stop = threading.Event()
+        self.commits = 0
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with self.ctx.db.write() as s:
+                    s.add(AuditEntry(action="test.write", detail={"n": self.commits}))
+            except BaseException as exc:  # surfaced by the test
+                self.errors.append(exc)
+                return
+            self.commits += 1
+            time.sleep(0.002)
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["snapshot", "full"])
+def test_frozen_file_is_the_consistent_point_while_writes_go_on(
+    ctx: AppContext, tmp_path: Path, kind: str
+) -> None:
+    for i in range(4):
+        add_direct(ctx, tmp_path, i)
+    engine = engine_of(ctx)
+    with Writer(ctx) as w:
+        before = w.commits
+        m = engine.create(kind)
+        during = w.commits - before
+    assert not w.errors, w.errors
+    assert m.status == "completed", m.error
+    assert m.sqlite["read"] == "frozen file"
+    assert during > 0, "the writer must have committed while the file was read"
+
+    out = restore(engine, m.id, target_path=f"frozen-{kind}")
+    db = Path(out["target_path"]) / "refserver.db"
+    # the stored image is byte for byte what the manifest says, and a sound database
+    assert _file_sha(db) == m.sqlite["db_sha256"]
+    with readonly(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        generation = c.execute("SELECT generation FROM library_state").fetchone()[0]
+        audits = c.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+        papers = c.execute("SELECT count(*) FROM papers").fetchone()[0]
+    # ... and it is the barrier's point: the writer's later commits are not in it
+    assert generation == m.generation
+    assert papers == m.counts["papers"] == 4
+    with ctx.db.read() as s:
+        live_audits = s.query(AuditEntry).count()
+    assert audits < live_audits
+
+    # the read transaction ended with the backup: the WAL can be emptied again
+    conn = sqlite3.connect(str(ctx.settings.sqlite_path), timeout=5)
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        conn.close()
+    assert busy == 0
+
+
+def test_a_reader_pinning_the_wal_makes_the_backup_copy_instead(
+    ctx: AppContext, tmp_path: Path
+) -> None:
+    for i in range(3):
+        add_direct(ctx, tmp_path, i)
+    # a reader whose snapshot lives in the WAL: the WAL cannot be emptied under it
+    reader = sqlite3.connect(str(ctx.settings.sqlite_path), isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM papers").fetchone()
+        add_direct(ctx, tmp_path, 3)
+        m = engine_of(ctx).create("full", unified=True)
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert m.status == "completed", m.error
+    assert m.sqlite["read"] == "online backup copy"
+    assert m.counts["papers"] == 4
+
+    engine = engine_of(ctx)
+    out = restore(engine, m.id, target_path="fallback")
+    assert _file_sha(Path(out["target_path"]) / "refserver.db") == m.sqlite["db_sha256"]
+    restore(engine, m.id)
+    assert_consistent(ctx)
+
+
+def test_compressing_a_file_shorter_than_its_limit_fails(tmp_path: Path) -> None:
+    src = tmp_path / "short.bin"
+    src.write_bytes(b"x" * 10_000)
+    w = compress_file(src, tmp_path / "a.zst", "zstd", limit=4096)
+    assert w.size_raw == 4096  # a limit reads that much and no more
+    with pytest.raises(OSError, match="ended after"):
+        compress_file(src, tmp_path / "b.zst", "zstd", limit=20_000)
+    assert not (tmp_path / "b.zst").exists()
