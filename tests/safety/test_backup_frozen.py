@@ -136,3 +136,35 @@ def test_compressing_a_file_shorter_than_its_limit_fails(tmp_path: Path) -> None
     with pytest.raises(OSError, match="ended after"):
         compress_file(src, tmp_path / "b.zst", "zstd", limit=20_000)
     assert not (tmp_path / "b.zst").exists()
+
+
+def test_big_members_are_read_back_on_two_threads_and_damage_is_caught(tmp_path: Path) -> None:
+    import os
+
+    from refserver.safety.archive import THREADED_MIN, read_member
+
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(THREADED_MIN + (3 << 20)))  # over the threshold once stored
+    w = compress_file(src, tmp_path / "big.bin.zst", "zstd")
+    assert w.size_compressed > THREADED_MIN
+    r = read_member(tmp_path / "big.bin.zst", "zstd")
+    assert (r.sha256, r.size_raw, r.sha256_stored) == (w.sha256, w.size_raw, w.sha256_stored)
+
+    data = bytearray((tmp_path / "big.bin.zst").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "flipped.zst").write_bytes(bytes(data))
+    try:
+        flipped = read_member(tmp_path / "flipped.zst", "zstd")
+    except Exception:  # the decompressor may notice first; either way it is caught
+        pass
+    else:
+        assert flipped.sha256 != w.sha256 and flipped.sha256_stored != w.sha256_stored
+
+    good = (tmp_path / "big.bin.zst").read_bytes()
+    (tmp_path / "short.zst").write_bytes(good[: len(good) - 100])
+    try:
+        short = read_member(tmp_path / "short.zst", "zstd")
+    except Exception:
+        pass
+    else:  # a cut-off stream ends early: its size and digest give it away
+        assert short.size_raw < w.size_raw and short.sha256 != w.sha256

@@ -9,13 +9,16 @@ under safe relative names, within size and count limits.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import os
+import queue
 import tarfile
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -252,6 +255,43 @@ class _HashingReader(io.RawIOBase):
         return n or 0
 
 
+def _prefetched(reader: Any, depth: int = 4) -> Iterator[bytes]:
+    """Blocks of ``reader`` decompressed by a helper thread while the caller hashes.
+
+    zstd/zlib and hashlib both release the GIL, so a big member's verification
+    uses two cores instead of one (it is the tail of every full backup).
+    """
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                block = reader.read(CHUNK * 4)
+                q.put(block if block else None)
+                if not block:
+                    return
+        except BaseException as exc:
+            q.put(exc)
+
+    t = threading.Thread(target=produce, name="member-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.05)
+        t.join()
+
+
 def read_member(
     path: Path,
     compression: str,
@@ -272,10 +312,8 @@ def read_member(
             raise ValueError(f"unknown compression {compression!r}")
         h = hashlib.sha256() if compression != "none" else None  # raw is stored: hash once
         n = 0
-        while True:
-            block = reader.read(CHUNK * 4)
-            if not block:
-                break
+        big = compression != "none" and os.fstat(f.fileno()).st_size > THREADED_MIN
+        for block in _prefetched(reader) if big else iter(lambda: reader.read(CHUNK * 4), b""):
             if h is not None:
                 h.update(block)
             n += len(block)
