@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     backup_compression: Literal["zstd", "gzip", "none"] = Field(
         "zstd", description="Compression of backup members."
     )
+    backup_compression_level: int | None = Field(
+        None,
+        ge=1,
+        le=19,
+        description="Compression level (zstd 1–19, gzip 1–9); empty = zstd 3 / gzip 6.",
+    )
     orphan_grace_seconds: int = Field(
         3600, description="Age before orphaned entries may be auto-repaired."
     )

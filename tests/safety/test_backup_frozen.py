@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from refserver.context import AppContext
-from refserver.safety.archive import compress_file
+from refserver.safety.archive import compress_file, write_stream
 from refserver.safety.backup import engine_of
 from refserver.safety.restore import restore
 from refserver.safety.sqlite_pages import readonly
@@ -168,3 +168,56 @@ def test_big_members_are_read_back_on_two_threads_and_damage_is_caught(tmp_path:
         pass
     else:  # a cut-off stream ends early: its size and digest give it away
         assert short.size_raw < w.size_raw and short.sha256 != w.sha256
+
+
+@pytest.mark.parametrize(("compression", "level"), [("zstd", 1), ("gzip", 9)])
+def test_compression_level_is_applied_recorded_and_restorable(
+    tmp_path: Path, compression: str, level: int
+) -> None:
+    import gzip
+
+    import zstandard
+
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path / "data", backup_compression=compression, backup_compression_level=level
+    )
+    ctx = AppContext(settings)
+    try:
+        for i in range(2):
+            add_direct(ctx, tmp_path, i)
+        engine = engine_of(ctx)
+        m = engine.create("full", unified=True)
+        assert m.status == "completed", m.error
+        assert (m.compression, m.compression_level) == (compression, level)
+        member = m.members_by_role("sqlite")[0]
+        stored = (settings.backups_dir / member.name).read_bytes()
+        if compression == "zstd":
+            raw = zstandard.ZstdDecompressor().stream_reader(stored).read()
+
+            def again(lvl: int | None) -> bytes:  # the same raw bytes through the same writer
+                out = tmp_path / f"again-{lvl}.zst"
+                write_stream(out, "zstd", lambda w: w.write(raw), size_hint=len(raw), level=lvl)
+                return out.read_bytes()
+
+            assert stored == again(level) and stored != again(None)
+        else:
+            assert stored[8] == 2  # gzip header XFL: 2 = maximum compression (level 9)
+            raw = gzip.decompress(stored)
+        assert hashlib.sha256(raw).hexdigest() == member.sha256
+        out = restore(engine, m.id, target_path="levels")
+        assert _file_sha(Path(out["target_path"]) / "refserver.db") == m.sqlite["db_sha256"]
+    finally:
+        ctx.close()
+
+
+def test_compression_level_is_validated(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from tests.conftest import make_settings
+
+    with pytest.raises(ValidationError):
+        make_settings(tmp_path / "data", backup_compression_level=0)
+    with pytest.raises(ValidationError):
+        make_settings(tmp_path / "data", backup_compression_level=20)

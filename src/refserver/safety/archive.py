@@ -73,14 +73,18 @@ def zstd_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _compressing_writer(sink: IO[bytes], compression: str, size_hint: int = -1) -> Any:
+def _compressing_writer(
+    sink: IO[bytes], compression: str, size_hint: int = -1, level: int | None = None
+) -> Any:
     if compression == "zstd":
         # Worker threads pay off on big members only; a PDF is compressed inline.
         threads = zstd_threads() if size_hint < 0 or size_hint > THREADED_MIN else 0
-        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads)
+        cctx = zstandard.ZstdCompressor(level=level or ZSTD_LEVEL, threads=threads)
         return cctx.stream_writer(sink, closefd=False)
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        return gzip.GzipFile(
+            fileobj=sink, mode="wb", compresslevel=min(level or GZIP_LEVEL, 9), mtime=0
+        )
     if compression == "none":
         return _NoClose(sink)
     raise ValueError(f"unknown compression {compression!r}")
@@ -137,6 +141,7 @@ def write_stream(
     compression: str,
     produce: Callable[[IO[bytes]], None],
     size_hint: int = -1,
+    level: int | None = None,
 ) -> Written:
     """Compress whatever ``produce(writer)`` writes into ``dest`` atomically."""
     out = _AtomicOut(dest)
@@ -146,7 +151,7 @@ def write_stream(
             produce(stored)  # type: ignore[arg-type]
             raw = stored
         else:
-            comp = _compressing_writer(stored, compression, size_hint)
+            comp = _compressing_writer(stored, compression, size_hint, level)
             raw = _HashingWriter(comp)
             produce(raw)  # type: ignore[arg-type]
             comp.close()
@@ -186,6 +191,7 @@ def compress_file(
     progress: Progress | None = None,
     on_block: Callable[[bytes], None] | None = None,
     limit: int | None = None,
+    level: int | None = None,
 ) -> Written:
     """Compress ``src``; ``on_block`` sees every 4 MiB block (e.g. to hash pages) in the same pass.
 
@@ -211,10 +217,10 @@ def compress_file(
         if limit is not None and done != limit:
             raise OSError(f"{src.name} ended after {done} of {limit} bytes")
 
-    return write_stream(dest, compression, produce, size_hint=total)
+    return write_stream(dest, compression, produce, size_hint=total, level=level)
 
 
-def tar_folder(src: Path, dest: Path, compression: str) -> Written:
+def tar_folder(src: Path, dest: Path, compression: str, level: int | None = None) -> Written:
     """A (compressed) tar of ``src``'s contents with relative names, no owners."""
 
     def produce(w: IO[bytes]) -> None:
@@ -231,7 +237,7 @@ def tar_folder(src: Path, dest: Path, compression: str) -> Written:
                     tar.addfile(info)
                 # sockets, links and the like are not part of a Chroma folder
 
-    return write_stream(dest, compression, produce)
+    return write_stream(dest, compression, produce, level=level)
 
 
 # Reading a member yields the same sizes and digests as writing it did.

@@ -269,6 +269,9 @@ class BackupEngine:
                 unified=unified,
                 tier=tier,
                 compression=compression,
+                compression_level=(
+                    self.settings.backup_compression_level if compression != "none" else None
+                ),
                 description=description or "",
                 retention_days=retention_days,
                 app_version=self.ctx.version,
@@ -326,6 +329,7 @@ class BackupEngine:
         ctx = self.ctx
         staging.mkdir(parents=True, exist_ok=True)
         comp = m.compression
+        level = m.compression_level
         timings: dict[str, float] = {}
         last = [time.monotonic()]
 
@@ -422,7 +426,9 @@ class BackupEngine:
                 on_block = (
                     (lambda b: sp.hash_block(b, page_size, table)) if m.kind == "full" else None
                 )
-                w = compress_file(image, dest, comp, tick, on_block=on_block, limit=limit)
+                w = compress_file(
+                    image, dest, comp, tick, on_block=on_block, limit=limit, level=level
+                )
                 db_sha = w.sha256
                 m.members.append(self._member(dest, "sqlite", w, comp))
             else:
@@ -452,7 +458,7 @@ class BackupEngine:
                         image, page_size, bytes(parent_table), bytes(table), out
                     )
 
-                w = write_stream(dest, comp, produce)
+                w = write_stream(dest, comp, produce, level=level)
                 m.members.append(self._member(dest, "sqlite_delta", w, comp))
                 m.sqlite["changed_pages"] = changed[0]
                 if changed[0] > 0.5 * (len(table) // sp.HASH_LEN):
@@ -553,13 +559,13 @@ class BackupEngine:
     def _store_chroma(self, m: Manifest, chroma_copy: Path, comp: str) -> tuple[Any, Path, float]:
         t = time.monotonic()
         dest = self.layout.chromadb / f"{m.id}.tar{SUFFIX[comp]}"
-        w = tar_folder(chroma_copy, dest, comp)
+        w = tar_folder(chroma_copy, dest, comp, self.settings.backup_compression_level)
         return w, dest, round(time.monotonic() - t, 3)
 
     def _store_blob(self, sha: str, src: Path, comp: str) -> Member:
         pcomp = comp if worth_compressing(src, comp) else "none"
         dest = self.layout.root / self.layout.blob_name(sha, pcomp)
-        w = compress_file(src, dest, pcomp)
+        w = compress_file(src, dest, pcomp, level=self.settings.backup_compression_level)
         if w.sha256 != sha:
             dest.unlink(missing_ok=True)
             raise BackupError(f"PDF {sha[:12]} in the file store does not match its name")
