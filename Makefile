@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor
 # Only for the test suite: a browser for the UI tests, sshd for the SFTP offsite tests,
 # Redis for the scale-out queue test.
-TEST_APT_PACKAGES := chromium openssh-server redis-server
+TEST_APT_PACKAGES := chromium openssh-server redis-server zstd jq sqlite3
 
 .PHONY: serve test install system-deps test-system-deps apt-install lint format bench clean-venv
 

@@ -190,8 +190,11 @@ def main() -> None:
         action="store_true",
         help="Keep a library built by an earlier run (drop its backups).",
     )
+    ap.add_argument(
+        "--level", type=int, default=None, help="REFSERVER_BACKUP_COMPRESSION_LEVEL to use."
+    )
     args = ap.parse_args()
-    settings = make_settings(args.data / "data")
+    settings = make_settings(args.data / "data", backup_compression_level=args.level)
     reuse = args.reuse and settings.sqlite_path.exists()
     if reuse:
         shutil.rmtree(settings.backups_dir, ignore_errors=True)
@@ -307,6 +310,8 @@ def main() -> None:
         print("restore_live", res["restore_live"])
     finally:
         ctx.close()
+    res["compression_level"] = args.level or "default (zstd 3)"
+    res["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(res, indent=1))
     (args.data / "result.json").write_text(json.dumps(res, indent=1))
 
