@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor
 # Only for the test suite: a browser for the UI tests, sshd for the SFTP offsite tests,
-# Redis for the scale-out queue test.
+# Redis for the scale-out queue test, zstd + jq + sqlite3 for the manual-restore page test.
 TEST_APT_PACKAGES := chromium openssh-server redis-server zstd jq sqlite3
 
 .PHONY: serve test install system-deps test-system-deps apt-install lint format bench clean-venv
