@@ -1,4 +1,4 @@
-"""``refserver search`` and ``refserver index tune|stats|rebuild``."""
+"""``refserver search`` and ``refserver index tune|stats|rebuild|requantize``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 console = Console()
-index_app = typer.Typer(help="The vector index: tune, inspect, rebuild.", no_args_is_help=True)
+index_app = typer.Typer(
+    help="The vector index: tune, inspect, rebuild, requantize.", no_args_is_help=True
+)
 
 
 def _open() -> Any:
@@ -178,6 +180,7 @@ def stats_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         )
     console.print(table)
     console.print(f"bytes per vector: {out['bytes_per_vector']}")
+    console.print(f"stored in SQLite: {out['sqlite_storage']}")
     last = out["last_tune"]
     if last:
         console.print(
@@ -217,6 +220,103 @@ def rebuild_cmd(
     finally:
         ctx.close()
     console.print(f"rebuilt: {counts}")
+
+
+@index_app.command("requantize")
+def requantize_cmd(
+    to: Annotated[str, typer.Option("--to", help="Target encoding: float32, float16 or int8.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm a lossy conversion (to a smaller encoding).")
+    ] = False,
+    batch: Annotated[int, typer.Option(min=1, help="Rows per write transaction.")] = 500,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=0, help="Convert at most this many rows; run again to resume."),
+    ] = None,
+) -> None:
+    """Re-encode the vectors stored in SQLite, then refresh ChromaDB from them."""
+    from refserver.search.requantize import (
+        PRECISION,
+        lossy_sources,
+        requantize,
+        storage_stats,
+        upward_sources,
+    )
+
+    if to not in PRECISION:
+        console.print("[red]--to must be float32, float16 or int8[/red]")
+        raise typer.Exit(2)
+    ctx = _open()
+    try:
+        stats = storage_stats(ctx)
+        lossy = lossy_sources(stats, to)
+        upward = upward_sources(stats, to)
+        if lossy:
+            rows = ", ".join(f"{n} {d}" for d, n in lossy.items())
+            console.print(
+                f"[yellow]Converting {rows} vectors to {to} is lossy: the stored values are "
+                f"rounded (cosine to the original >= "
+                f"{'0.9999' if to == 'int8' else '0.9999999'}) and the originals cannot be "
+                "recovered from SQLite afterwards (only by re-embedding the page text).[/yellow]"
+            )
+            if not yes:
+                console.print("Nothing changed. Run again with --yes to convert.")
+                raise typer.Exit(2)
+        if upward:
+            rows = ", ".join(f"{n} {d}" for d, n in upward.items())
+            console.print(
+                f"[yellow]Note: {rows} vectors become {to} but keep their rounded values: "
+                "converting up cannot restore precision, it only takes more space.[/yellow]"
+            )
+        if ctx.settings.vector_storage != to:
+            console.print(
+                f"New papers are still stored as {ctx.settings.vector_storage}; set "
+                f"REFSERVER_VECTOR_STORAGE={to} to store them as {to} too."
+            )
+        with _progress() as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total or 1)
+                bar.update(tasks[stage], completed=done, total=total or 1)
+
+            out = requantize(ctx, to, batch=batch, limit=limit, progress=progress)
+        ctx.audit(
+            "index_requantize",
+            username="cli",
+            target=to,
+            detail={k: out[k] for k in ("converted", "remaining", "complete", "seconds")},
+        )
+    finally:
+        ctx.close()
+    table = Table(title=f"Stored vectors (now: {to})")
+    for col in ("dtype", "before", "after", "bytes before", "bytes after"):
+        table.add_column(col)
+    for d in sorted(set(out["before"]) | set(out["after"])):
+        b, a = out["before"].get(d, {}), out["after"].get(d, {})
+        table.add_row(
+            d,
+            str(b.get("vectors", 0)),
+            str(a.get("vectors", 0)),
+            str(b.get("bytes", 0)),
+            str(a.get("bytes", 0)),
+        )
+    console.print(table)
+    console.print(f"converted {out['converted']} rows in {out['seconds']} s")
+    for f in out["failed"][:10]:
+        console.print(f"[red]unreadable {f['chroma_id']}: {f['error']}[/red]")
+    if out["complete"]:
+        console.print(f"ChromaDB refreshed from SQLite: {out['chroma_refreshed']}")
+        console.print(
+            "[dim]SQLite reuses the freed space; the database file itself shrinks only "
+            "after a VACUUM.[/dim]"
+        )
+    else:
+        console.print(
+            f"[yellow]{out['remaining']} rows are not {to} yet: run the command again to "
+            "resume.[/yellow]"
+        )
 
 
 def register(app: typer.Typer) -> None:

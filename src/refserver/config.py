@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     search_index: Literal["chroma", "int8", "float16"] = Field(
         "chroma", description="Vector index for semantic search (quantized: in memory)."
     )
+    vector_storage: Literal["float32", "float16", "int8"] = Field(
+        "float32",
+        description="Encoding of new vectors in SQLite (int8: 388 B, float16: 768 B, "
+        "float32: 1,536 B per 384-d vector); convert existing ones with "
+        "`refserver index requantize`.",
+    )
 
     # --- security -----------------------------------------------------------
     cookie_secure: bool = Field(False, description="Mark the session cookie Secure (HTTPS).")

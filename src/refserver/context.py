@@ -47,7 +47,9 @@ class AppContext:
                     "ef_search": settings.hnsw_ef_search,
                 },
             )
-        self.library = Library(self.db, self.files, self.vectors)
+        self.library = Library(
+            self.db, self.files, self.vectors, vector_storage=settings.vector_storage
+        )
         self.jobs = JobStore(self.db)
         self.accounts = Accounts(self.db)
         self._embedder_lock = threading.Lock()

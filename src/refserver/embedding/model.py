@@ -86,11 +86,96 @@ def mean_vector(vectors: np.ndarray) -> np.ndarray:
 
 
 def to_blob(vector: np.ndarray) -> bytes:
+    """A float32 blob (``encode_vector(vec, "float32")`` without the checks)."""
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
 def from_blob(blob: bytes) -> np.ndarray:
+    """Raw float32 values of a float32 blob; rows of any stored dtype: ``decode_vector``."""
     return np.frombuffer(blob, dtype="<f4")
+
+
+# --- stored vector encodings (``Vector.dtype``) ------------------------------------
+# float32: d little-endian float32 values (4·d bytes; 1,536 for 384-d).
+# float16: d little-endian IEEE half values (2·d bytes; 768).
+# int8:    a little-endian float32 scale s, then d signed int8 codes c (4 + d bytes;
+#          388): value_i = s · c_i. Symmetric per vector: s = max|v_i| / 127, so the
+#          largest component is exact and each other one is off by at most s/2.
+# Every vector is decoded unit-normalised: all our vectors are compared by cosine.
+VECTOR_DTYPES: tuple[str, ...] = ("float32", "float16", "int8")
+INT8_SCALE_BYTES = 4
+
+
+def blob_size(dtype: str, dimension: int) -> int:
+    """Bytes of one stored vector of ``dimension`` in ``dtype``."""
+    if dtype == "float32":
+        return 4 * dimension
+    if dtype == "float16":
+        return 2 * dimension
+    if dtype == "int8":
+        return INT8_SCALE_BYTES + dimension
+    raise ValueError(f"unknown vector dtype {dtype!r}; use one of {', '.join(VECTOR_DTYPES)}")
+
+
+def encode_vector(vector: np.ndarray, dtype: str) -> bytes:
+    """The stored blob of one vector in ``dtype`` (see the layout above)."""
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if dtype == "float32":
+        return v.astype("<f4").tobytes()
+    if dtype == "float16":
+        return v.astype("<f2").tobytes()
+    if dtype == "int8":
+        peak = float(np.abs(v).max()) if v.size else 0.0
+        scale = np.float32(peak / 127.0) if peak > 0 and np.isfinite(peak) else np.float32(0.0)
+        codes = (
+            np.clip(np.rint(v / scale), -127, 127).astype(np.int8)
+            if scale > 0
+            else np.zeros(v.shape, dtype=np.int8)
+        )
+        return np.array([scale], dtype="<f4").tobytes() + codes.tobytes()
+    raise ValueError(f"unknown vector dtype {dtype!r}; use one of {', '.join(VECTOR_DTYPES)}")
+
+
+def _raw_matrix(buf: bytes, dtype: str, dimension: int, n: int) -> np.ndarray:
+    """``n`` concatenated blobs of one dtype as an (n, dimension) float32 matrix."""
+    size = blob_size(dtype, dimension)
+    if len(buf) != n * size:
+        raise ValueError(
+            f"{dtype} vector blob of {len(buf) // max(1, n)} bytes, expected {size} "
+            f"for {dimension} dimensions"
+        )
+    if dtype == "float32":
+        return np.frombuffer(buf, dtype="<f4").reshape(n, dimension).astype(np.float32)
+    if dtype == "float16":
+        return np.frombuffer(buf, dtype="<f2").reshape(n, dimension).astype(np.float32)
+    raw = np.frombuffer(buf, dtype=np.uint8).reshape(n, size)
+    scale = raw[:, :INT8_SCALE_BYTES].copy().view("<f4").astype(np.float32)  # (n, 1)
+    codes = raw[:, INT8_SCALE_BYTES:].view(np.int8).astype(np.float32)
+    return codes * scale
+
+
+def decode_vector(blob: bytes, dtype: str, dimension: int) -> np.ndarray:
+    """A stored blob back as a unit-length float32 vector of ``dimension``."""
+    return normalize(_raw_matrix(bytes(blob), dtype, dimension, 1))[0]
+
+
+def decode_vectors(blobs: list[bytes], dtypes: list[str], dimension: int) -> np.ndarray:
+    """Many stored blobs (each with its own dtype) as an (n, dimension) unit float32 matrix.
+
+    Same decoding as ``decode_vector``, done per run of equal dtypes so that loading
+    100k rows is a few numpy calls rather than 100k.
+    """
+    out = np.empty((len(blobs), dimension), dtype=np.float32)
+    start = 0
+    while start < len(blobs):
+        end = start
+        while end < len(blobs) and dtypes[end] == dtypes[start]:
+            end += 1
+        out[start:end] = _raw_matrix(
+            b"".join(bytes(b) for b in blobs[start:end]), dtypes[start], dimension, end - start
+        )
+        start = end
+    return normalize(out) if len(blobs) else out
 
 
 def checksum(blob: bytes) -> str:

@@ -104,6 +104,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import MetaData, Table, func, or_, select
 
+from refserver.embedding.model import decode_vector, decode_vectors
 from refserver.storage.db import Database
 from refserver.storage.files import FileStore, sha256_file
 from refserver.storage.models import (
@@ -308,6 +309,7 @@ class Parts:
     quarantine_dir: Path | None = None
     backup_file_dirs: list[Path] = field(default_factory=list)
     audit: Callable[..., None] | None = None
+    vector_storage: str = "float32"  # encoding of re-embedded rows (settings.vector_storage)
 
     @classmethod
     def from_ctx(cls, ctx: Any) -> Parts:
@@ -326,6 +328,7 @@ class Parts:
             quarantine_dir=s.data_dir / "quarantine",
             backup_file_dirs=[s.backups_dir / "files"],
             audit=ctx.audit,
+            vector_storage=str(getattr(s, "vector_storage", "float32")),
         )
 
 
@@ -510,9 +513,12 @@ def _sqlite_vectors(
     db: Database, kind: str, ids: list[str] | None = None
 ) -> dict[str, tuple[np.ndarray, bool]]:
     """Deep mode only: SQLite's vectors (all of ``kind``, or ``ids``) and whether each
-    still matches its checksum."""
+    still matches its checksum. Each is decoded by its stored dtype, which is exactly
+    what was written to ChromaDB (int8/float16 rows: the dequantized vector)."""
     out: dict[str, tuple[np.ndarray, bool]] = {}
-    base = select(Vector.chroma_id, Vector.vector, Vector.checksum).where(Vector.kind == kind)
+    base = select(
+        Vector.chroma_id, Vector.vector, Vector.checksum, Vector.dtype, Vector.dimension
+    ).where(Vector.kind == kind)
     queries = (
         [base]
         if ids is None
@@ -520,9 +526,12 @@ def _sqlite_vectors(
     )
     with db.read() as s:
         for q in queries:
-            for cid, blob, digest in s.execute(q):
+            for cid, blob, digest, dtype, dim in s.execute(q):
                 ok = hashlib.sha256(blob).hexdigest() == digest
-                out[cid] = (np.frombuffer(blob, dtype="<f4"), ok)
+                try:
+                    out[cid] = (decode_vector(blob, dtype, dim), ok)
+                except ValueError:  # wrong length for its dtype: unreadable
+                    out[cid] = (np.zeros(0, dtype=np.float32), False)
     return out
 
 
@@ -1764,7 +1773,9 @@ def _upsert_from_sqlite(parts: Parts, name: str, ids: list[str]) -> set[str]:
             parts.vectors.upsert(
                 name,
                 [v.chroma_id for v, _ in rows],
-                np.vstack([np.frombuffer(v.vector, dtype="<f4") for v, _ in rows]),
+                decode_vectors(
+                    [v.vector for v, _ in rows], [v.dtype for v, _ in rows], rows[0][0].dimension
+                ),
                 [chroma_metadata(p, v) for v, p in rows],
             )
             done.update(v.chroma_id for v, _ in rows)
@@ -2002,7 +2013,7 @@ def _fix_reembed(
 
 
 def _reembed_paper(parts: Parts, embedder: Any, doc_id: str, items: list[Issue]) -> None:
-    from refserver.embedding.model import checksum, mean_vector, to_blob
+    from refserver.embedding.model import checksum, encode_vector, mean_vector
     from refserver.ingest.extract import chunk_words
     from refserver.storage.library import chroma_metadata
 
@@ -2022,7 +2033,7 @@ def _reembed_paper(parts: Parts, embedder: Any, doc_id: str, items: list[Issue])
             }
 
             def put(kind: str, number: int, vec: np.ndarray) -> None:
-                blob = to_blob(vec)
+                blob = encode_vector(vec, parts.vector_storage)
                 row = rows.get((kind, number))
                 if row is None:
                     row = Vector(
@@ -2037,6 +2048,7 @@ def _reembed_paper(parts: Parts, embedder: Any, doc_id: str, items: list[Issue])
                 row.model_revision = embedder.revision
                 row.dimension = int(vec.shape[-1])
                 row.vector = blob
+                row.dtype = parts.vector_storage
                 row.checksum = checksum(blob)
                 row.generation = gen
 
@@ -2046,7 +2058,7 @@ def _reembed_paper(parts: Parts, embedder: Any, doc_id: str, items: list[Issue])
                     put("page", number, mean_vector(embedder.embed(chunks)))
             if paper_wanted:
                 page_vecs = [
-                    np.frombuffer(r.vector, dtype="<f4")
+                    decode_vector(r.vector, r.dtype, r.dimension)
                     for (k, _n), r in sorted(rows.items())
                     if k == "page" and r.model == embedder.name
                 ]
@@ -2064,7 +2076,7 @@ def _reembed_paper(parts: Parts, embedder: Any, doc_id: str, items: list[Issue])
                 (
                     COLLECTION_OF[r.kind],
                     r.chroma_id,
-                    np.frombuffer(r.vector, dtype="<f4"),
+                    decode_vector(r.vector, r.dtype, r.dimension),
                     chroma_metadata(paper, r),
                 )
                 for r in changed
@@ -2112,7 +2124,11 @@ def rebuild_index(
                 parts.vectors.upsert(
                     name,
                     [v.chroma_id for v, _ in rows],
-                    np.vstack([np.frombuffer(v.vector, dtype="<f4") for v, _ in rows]),
+                    decode_vectors(
+                        [v.vector for v, _ in rows],
+                        [v.dtype for v, _ in rows],
+                        rows[0][0].dimension,
+                    ),
                     [chroma_metadata(p, v) for v, p in rows],
                 )
                 done += len(rows)

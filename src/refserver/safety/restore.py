@@ -30,10 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select, update
 
-from refserver.embedding.model import from_blob
+from refserver.embedding.model import decode_vectors
 from refserver.safety import sqlite_pages as sp
 from refserver.safety.archive import decompress_file, extract_tar, read_member
 from refserver.safety.backup import BackupEngine, BackupError, ChainGap
@@ -582,10 +581,16 @@ def reconcile_chroma(ctx: Any, batch: int = 2000) -> dict[str, int]:
                     .join(Paper, Paper.id == Vector.paper_id)
                     .where(Vector.chroma_id.in_(chunk))
                 ).all()
+                if not pairs:  # deleted since the comparison
+                    continue
                 vectors.upsert(
                     name,
                     [v.chroma_id for v, _p in pairs],
-                    np.vstack([from_blob(v.vector) for v, _p in pairs]),
+                    decode_vectors(
+                        [v.vector for v, _p in pairs],
+                        [v.dtype for v, _p in pairs],
+                        pairs[0][0].dimension,
+                    ),
                     [chroma_metadata(p, v) for v, p in pairs],
                 )
             upserted += len(pairs)

@@ -4,8 +4,11 @@ The index keeps one scalar-quantized code per page (faiss
 ``IndexScalarQuantizer``: 384 bytes per vector as int8, 768 as float16, against
 1,536 for float32 plus HNSW links in ChromaDB) and scans it exhaustively, which
 is only a few milliseconds at 100k pages. The top ``rerank`` × k candidates are
-then re-scored exactly with the float32 vectors read from SQLite (the truth), so
+then re-scored exactly with the vectors read from SQLite (the truth), so
 quantization error only decides which candidates are looked at, not their order.
+SQLite rows are decoded by their own ``dtype`` (``vector_storage``): with int8 or
+float16 storage the re-ranking uses those decoded vectors (cosine >= 0.9999 to the
+float32 originals, see docs/benchmarks.md for the recall).
 
 The index follows SQLite: ``sync()`` adds new vector rows and drops deleted
 ones when the library generation moved; it is rebuilt (re-trained) when the
@@ -21,6 +24,7 @@ import faiss
 import numpy as np
 from sqlalchemy import select
 
+from refserver.embedding.model import decode_vector, decode_vectors
 from refserver.storage.db import Database
 from refserver.storage.models import Paper, Vector
 
@@ -107,12 +111,12 @@ class QuantizedIndex:
         for i in range(0, len(ids), LOAD_CHUNK):
             chunk = [int(x) for x in ids[i : i + LOAD_CHUNK]]
             with self.db.read() as s:
-                rows = s.execute(select(Vector.id, Vector.vector).where(Vector.id.in_(chunk))).all()
+                rows = s.execute(
+                    select(Vector.id, Vector.vector, Vector.dtype).where(Vector.id.in_(chunk))
+                ).all()
             if rows:
                 vids = np.array([r[0] for r in rows], dtype=np.int64)
-                mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
-                    len(rows), self.dimension
-                )
+                mat = decode_vectors([r[1] for r in rows], [r[2] for r in rows], self.dimension)
                 yield vids, np.ascontiguousarray(mat, dtype=np.float32)
 
     # --- queries -----------------------------------------------------------------
@@ -132,12 +136,12 @@ class QuantizedIndex:
         with self.db.read() as s:
             for i in range(0, len(wanted), 900):
                 rows = s.execute(
-                    select(Vector.id, Vector.vector, Paper.doc_id, Vector.page_number)
+                    select(Vector.id, Vector.vector, Vector.dtype, Paper.doc_id, Vector.page_number)
                     .join(Paper, Paper.id == Vector.paper_id)
                     .where(Vector.id.in_(wanted[i : i + 900]))
                 ).all()
-                for vid, blob, doc_id, page in rows:
-                    vecs[vid] = (np.frombuffer(blob, dtype="<f4"), doc_id, page)
+                for vid, blob, dtype, doc_id, page in rows:
+                    vecs[vid] = (decode_vector(blob, dtype, self.dimension), doc_id, page)
         out: list[list[tuple[str, int, float]]] = []
         for qi in range(len(q)):
             ids = [int(x) for x in cand[qi] if x >= 0 and int(x) in vecs]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import or_, select
 
-from refserver.embedding.model import from_blob, mean_vector
+from refserver.embedding.model import decode_vector, mean_vector
 from refserver.storage.models import Paper, Vector
 from refserver.storage.vectors import PAPERS
 
@@ -30,11 +30,15 @@ def excluded_ids(s: Any, paper: Paper) -> set[str]:
 
 def paper_vector(s: Any, paper: Paper) -> np.ndarray | None:
     """The stored paper vector, else the mean of its page vectors (from SQLite)."""
-    rows = s.execute(select(Vector.kind, Vector.vector).where(Vector.paper_id == paper.id)).all()
-    whole = [from_blob(v) for k, v in rows if k == "paper"]
+    rows = s.execute(
+        select(Vector.kind, Vector.vector, Vector.dtype, Vector.dimension).where(
+            Vector.paper_id == paper.id
+        )
+    ).all()
+    whole = [decode_vector(v, dt, dim) for k, v, dt, dim in rows if k == "paper"]
     if whole:
         return whole[0]
-    pages = [from_blob(v) for k, v in rows if k == "page"]
+    pages = [decode_vector(v, dt, dim) for k, v, dt, dim in rows if k == "page"]
     return mean_vector(np.vstack(pages)) if pages else None
 
 

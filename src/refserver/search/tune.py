@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from refserver.embedding.model import decode_vectors
 from refserver.storage.library import chroma_metadata
 from refserver.storage.models import CheckRun, Page, Paper, Vector, utcnow
 from refserver.storage.vectors import PAGES, PAPERS
@@ -57,14 +58,17 @@ def hnsw_dict(m: int, efc: int, efs: int) -> dict[str, Any]:
 
 # --- data -------------------------------------------------------------------------
 def load_vectors(ctx: Any, kind: str = "page") -> tuple[list[str], np.ndarray]:
-    """Every vector of ``kind`` from SQLite: (chroma ids, float32 matrix)."""
+    """Every vector of ``kind`` from SQLite: (chroma ids, float32 matrix), each row
+    decoded by its stored dtype."""
     with ctx.db.read() as s:
         rows = s.execute(
-            select(Vector.chroma_id, Vector.vector).where(Vector.kind == kind).order_by(Vector.id)
+            select(Vector.chroma_id, Vector.vector, Vector.dtype, Vector.dimension)
+            .where(Vector.kind == kind)
+            .order_by(Vector.id)
         ).all()
     if not rows:
         return [], np.zeros((0, 384), dtype=np.float32)
-    mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+    mat = decode_vectors([r[1] for r in rows], [r[2] for r in rows], int(rows[0][3]))
     return [r[0] for r in rows], np.ascontiguousarray(mat, dtype=np.float32)
 
 
@@ -177,8 +181,10 @@ def rebuild_collections(
                 ctx.vectors.upsert(
                     name,
                     [v.chroma_id for _, v in rows],
-                    np.frombuffer(b"".join(v.vector for _, v in rows), dtype="<f4").reshape(
-                        len(rows), -1
+                    decode_vectors(
+                        [v.vector for _, v in rows],
+                        [v.dtype for _, v in rows],
+                        rows[0][1].dimension,
                     ),
                     [chroma_metadata(p, v) for p, v in rows],
                 )
@@ -364,6 +370,9 @@ def index_stats(ctx: Any) -> dict[str, Any]:
         "int8": 384 + 8,
         "float16": 768 + 8,
     }
+    from refserver.search.requantize import storage_stats
+
+    out["sqlite_storage"] = storage_stats(ctx)  # per dtype: rows and blob bytes
     out["last_tune"] = recorded(ctx)
     return out
 

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from refserver.embedding.model import checksum, from_blob, to_blob
+from refserver.embedding.model import checksum, decode_vectors, encode_vector
 from refserver.storage import fts
 from refserver.storage.db import Database
 from refserver.storage.files import FileStore
@@ -78,10 +78,18 @@ class PaperInput:
 
 
 class Library:
-    def __init__(self, db: Database, files: FileStore, vectors: VectorIndex | None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        files: FileStore,
+        vectors: VectorIndex | None,
+        *,
+        vector_storage: str = "float32",
+    ) -> None:
         self.db = db
         self.files = files
         self.vectors = vectors
+        self.vector_storage = vector_storage  # encoding of new Vector rows (settings)
 
     # --- reads -------------------------------------------------------------------
     def find_by_sha(self, sha256: str) -> str | None:
@@ -171,11 +179,10 @@ class Library:
             self.sync_paper_vectors(doc_id)
         return doc_id
 
-    @staticmethod
     def _vector_row(
-        paper: Paper, kind: str, page: int, vec: np.ndarray, data: PaperInput, gen: int
+        self, paper: Paper, kind: str, page: int, vec: np.ndarray, data: PaperInput, gen: int
     ) -> Vector:
-        blob = to_blob(vec)
+        blob = encode_vector(vec, self.vector_storage)
         return Vector(
             paper_id=paper.id,
             kind=kind,
@@ -185,6 +192,7 @@ class Library:
             model_revision=data.model_revision,
             dimension=int(np.asarray(vec).shape[-1]),
             vector=blob,
+            dtype=self.vector_storage,
             checksum=checksum(blob),
             generation=gen,
         )
@@ -205,7 +213,9 @@ class Library:
                 self.vectors.upsert(
                     name,
                     [r.chroma_id for r in sel],
-                    np.vstack([from_blob(r.vector) for r in sel]),
+                    decode_vectors(
+                        [r.vector for r in sel], [r.dtype for r in sel], sel[0].dimension
+                    ),
                     [chroma_metadata(paper, r) for r in sel],
                 )
             return len(rows)

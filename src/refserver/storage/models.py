@@ -105,7 +105,11 @@ class Vector(Base):
     model: Mapped[str] = mapped_column(String(128), nullable=False)
     model_revision: Mapped[str] = mapped_column(String(128), nullable=False)
     dimension: Mapped[int] = mapped_column(Integer, nullable=False)
-    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32 little-endian
+    # Encoded as `dtype` says (layouts in embedding.model: encode_vector/decode_vector).
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    dtype: Mapped[str] = mapped_column(
+        String(8), nullable=False, default="float32", server_default="float32"
+    )  # "float32" | "float16" | "int8"
     checksum: Mapped[str] = mapped_column(String(64), nullable=False)  # sha256 of `vector`
     generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from refserver.api.deps import CtxDep, EditorUser, ReaderDep, SuperUser
 from refserver.api.schemas import metadata_public, paper_public
-from refserver.embedding.model import from_blob
+from refserver.embedding.model import decode_vector
 from refserver.ingest.layout import page_layout
 from refserver.storage.library import EDITABLE_FIELDS
 from refserver.storage.models import FieldEdit, Page, Paper, Vector
@@ -140,11 +140,12 @@ def get_text(doc_id: str, ctx: CtxDep, _: ReaderDep) -> dict[str, Any]:
 
 
 def _vector_public(v: Vector) -> dict[str, Any]:
-    vec = from_blob(v.vector)
+    vec = decode_vector(v.vector, v.dtype, v.dimension)
     return {
         "page_number": v.page_number,
         "kind": v.kind,
         "dimension": v.dimension,
+        "dtype": v.dtype,  # how SQLite stores it; `vector` is always the decoded float32
         "model": v.model,
         "model_revision": v.model_revision,
         "checksum": v.checksum,
