@@ -9,8 +9,10 @@ Why this shape (DESIGN.md §2, §4, §7):
   sharing one single-threaded ONNX session (two calls in flight on one session
   use two cores better than one call with two intra-op threads), one chunk per
   model call (no padding; see ``_embedder_for``).
-* Every write goes through ``Library.add_paper`` (the one write path); job
-  bookkeeping is grouped into few short transactions.
+* Every write goes through ``Library.add_papers`` (the one write path): embedded
+  papers are saved in small groups, one short transaction and one ChromaDB
+  upsert per collection per group (see ``SAVE_GROUP_*``); job bookkeeping is
+  grouped into few short transactions too.
 * The batch is a set of ``jobs`` rows (kind ``ingest``) sharing a ``batch_id``.
   A rerun of the same import finds them: files already stored (by SHA-256) and
   jobs that already finished are skipped, unfinished jobs are picked up again,
@@ -77,6 +79,13 @@ KIND = "ingest"
 FINISHED = ("completed", "failed", "cancelled")
 # Timing keys reported as the share of time per step.
 STEP_KEYS = ("hash", "validate", "extract_text", "metadata", "preview", "embeddings", "save")
+# Embedded papers are saved in groups (one transaction, one ChromaDB upsert per
+# collection): a ChromaDB upsert costs ~10 ms whatever its size, so grouping makes
+# the save step several times cheaper. The bounds keep the write path (and a
+# backup's barrier) short and bound the work a kill -9 makes the rerun redo.
+SAVE_GROUP_PAPERS = 16
+SAVE_GROUP_PAGES = 128
+SAVE_GROUP_WAIT = 3.0  # seconds the first paper of a group may wait for others
 
 
 # --------------------------------------------------------------------------------------
@@ -685,30 +694,35 @@ def _run(
     max_extract = max(2, (workers or 1) * 2)
     max_embed_backlog = embed_threads * 2
     cancelled = False
+    ready: list[_Ready] = []  # embedded, waiting to be saved as one group
+    ready_since = 0.0
+    rank = {id(it): i for i, it in enumerate(todo)}
 
     def finish_failed(item: _Item, step: str, reason: str) -> None:
-        for it in [item, *item.twins]:
-            jw.set(
-                it.job_id,
-                status="failed",
-                error_message=f"{step}: {reason}" if step != "validate" else reason,
-                steps_failed=[{"step": step, "error": reason}],
-                finished_at=_now(),
-            )
-            rep.outcomes.append(
-                FileOutcome(str(it.path), "failed", it.job_id, sha256=it.sha, reason=reason)
-            )
-            counters["files_done"] += 1
-        _unlink(item.staged)
+        _finish_failed(item, step, reason, rep, jw, counters)
+
+    def save_ready() -> None:
+        """Save the waiting group; a failed group is retried paper by paper."""
+        if not ready:
+            return
+        # In batch order (not completion order): of two files that duplicate each
+        # other within a group, the earlier one is the original.
+        group = sorted(ready, key=lambda r: rank[id(r.item)])
+        ready.clear()
+        t = time.perf_counter()
+        _save_group_or_each(ctx, group, embedder, rep, jw, counters)
+        steps["save"] += time.perf_counter() - t
+        emit(str(group[-1].item.path))
 
     try:
-        while queue or extracting or embedding:
+        while queue or extracting or embedding or ready:
             if not cancelled and should_cancel is not None and should_cancel():
                 cancelled = True
                 rep.cancelled = True
                 for fut in list(extracting):
                     if fut.cancel():
                         extracting.pop(fut)
+                save_ready()  # embedded before the cancel: saved, as they always were
             while (
                 not cancelled
                 and queue
@@ -735,6 +749,7 @@ def _run(
                 extracting[pool.submit(extract_file, str(item.staged), item.doc_id, fopts)] = item
             jw.maybe_flush()
             if not extracting and not embedding:
+                save_ready()
                 break
             done, _ = wait([*extracting, *embedding], timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -786,17 +801,22 @@ def _run(
                     if cancelled:  # not saved: the rerun picks the file up again
                         queue.append(item)
                         continue
-                    t = time.perf_counter()
-                    try:
-                        _save(ctx, item, page_vecs, paper_vec, embedder, rep, jw, counters)
-                    except Exception as exc:
-                        log.exception("saving %s failed", item.path)
-                        finish_failed(item, "save", f"{type(exc).__name__}: {exc}")
-                    steps["save"] += time.perf_counter() - t
+                    if not ready:
+                        ready_since = time.monotonic()
+                    ready.append(_Ready(item, page_vecs, paper_vec))
+                    if (
+                        len(ready) >= SAVE_GROUP_PAPERS
+                        or sum(len(r.page_vecs) for r in ready) >= SAVE_GROUP_PAGES
+                    ):
+                        save_ready()
                 emit(str(item.path))
+            # Nothing in the embedding stage could join the group soon, or it waited
+            # long enough: save now rather than let papers sit.
+            if ready and (not embedding or time.monotonic() - ready_since >= SAVE_GROUP_WAIT):
+                save_ready()
     except BaseException:
         # Ctrl-C or a crash: leave unsaved jobs queued so a rerun resumes them.
-        for it in [*queue, *extracting.values(), *embedding.values()]:
+        for it in [*queue, *extracting.values(), *embedding.values(), *(r.item for r in ready)]:
             jw.set(it.job_id, status="queued", current_step=None)
         raise
     finally:
@@ -813,22 +833,70 @@ def _run(
                 rep.outcomes.append(FileOutcome(str(x.path), "cancelled", x.job_id, sha256=x.sha))
 
 
-def _save(
+@dataclass
+class _Ready:
+    """An embedded file waiting to be saved with its group."""
+
+    item: _Item
+    page_vecs: list[Any]
+    paper_vec: Any
+
+
+def _save_group_or_each(
     ctx: AppContext,
-    item: _Item,
-    page_vecs: list[Any],
-    paper_vec: Any,
+    group: list[_Ready],
     embedder: Any,
     rep: BulkReport,
     jw: _JobWriter,
     counters: dict[str, int],
 ) -> None:
-    """Store the file and the paper (the one write path), then record the outcome."""
+    """Save a group in one transaction; if that fails, each file on its own.
+
+    The group write is all or nothing, so one bad file would otherwise fail its
+    neighbours: retried one by one, only the bad file fails, with its own reason.
+    """
+    if len(group) > 1:
+        try:
+            _save_group(ctx, group, embedder, rep, jw, counters)
+            return
+        except Exception:
+            log.exception("saving a group of %d files failed; saving them one by one", len(group))
+    for entry in group:
+        try:
+            _save_group(ctx, [entry], embedder, rep, jw, counters)
+        except Exception as exc:
+            log.exception("saving %s failed", entry.item.path)
+            _finish_failed(entry.item, "save", f"{type(exc).__name__}: {exc}", rep, jw, counters)
+
+
+def _finish_failed(
+    item: _Item, step: str, reason: str, rep: BulkReport, jw: _JobWriter, counters: dict[str, int]
+) -> None:
+    """Fail the jobs of a file (and its twins) with the step and reason."""
+    for it in [item, *item.twins]:
+        jw.set(
+            it.job_id,
+            status="failed",
+            error_message=f"{step}: {reason}" if step != "validate" else reason,
+            steps_failed=[{"step": step, "error": reason}],
+            finished_at=_now(),
+        )
+        rep.outcomes.append(
+            FileOutcome(str(it.path), "failed", it.job_id, sha256=it.sha, reason=reason)
+        )
+        counters["files_done"] += 1
+    _unlink(item.staged)
+
+
+def _paper_input(
+    item: _Item, page_vecs: list[Any], paper_vec: Any, embedder: Any, file_size: int
+) -> Any:
+    """The library input of one embedded file (its PDF is already in the file store)."""
     from refserver.ingest.pipeline import _meta_dict
     from refserver.storage.library import PageInput, PaperInput
 
     res = item.result
-    assert res is not None and item.sha is not None and item.staged is not None
+    assert res is not None and item.sha is not None
     pages: list[PageText] = res["pages"]
     meta: ExtractedMetadata = res["meta"]
     metadata = _meta_dict(meta)
@@ -839,41 +907,116 @@ def _save(
         if overrides.get(key):
             metadata[key] = list(overrides[key])
             sources[key] = overrides.get("_source", "user")
-    existing = ctx.library.find_by_sha(item.sha)
-    if existing:  # stored meanwhile (e.g. by the server): never store twice
-        doc_id, dup, dup_reason, status = (
-            existing,
-            None,
-            "identical file already stored",
-            "already_stored",
-        )
-    else:
-        ctx.library.files.put(item.staged, item.sha)
-        stored = ctx.library.files.path_for(item.sha)
-        data = PaperInput(
-            file_sha256=item.sha,
-            file_size=stored.stat().st_size,
-            filename=item.path.name,
-            page_count=res["page_count"],
-            pages=[
-                PageInput(p.number, p.text, p.source, p.quality, v)
-                for p, v in zip(pages, page_vecs, strict=True)
-            ],
-            metadata=metadata,
-            field_sources=sources,
-            paper_vector=paper_vec,
-            model=embedder.name,
-            model_revision=embedder.revision,
-            processing_time=round(time.monotonic() - item.started, 3),
-            doc_id=item.doc_id,
-        )
-        doc_id = ctx.library.add_paper(data)
-        with ctx.db.read() as rs:
-            paper = ctx.library.get(rs, doc_id)
-            dup = paper.duplicate_of if paper else None
-            dup_reason = paper.duplicate_reason if paper else None
-        status = "duplicate" if dup else "imported"
-        counters["pages"] += len(pages)
+    return PaperInput(
+        file_sha256=item.sha,
+        file_size=file_size,
+        filename=item.path.name,
+        page_count=res["page_count"],
+        pages=[
+            PageInput(p.number, p.text, p.source, p.quality, v)
+            for p, v in zip(pages, page_vecs, strict=True)
+        ],
+        metadata=metadata,
+        field_sources=sources,
+        paper_vector=paper_vec,
+        model=embedder.name,
+        model_revision=embedder.revision,
+        processing_time=round(time.monotonic() - item.started, 3),
+        doc_id=item.doc_id,
+    )
+
+
+def _save_group(
+    ctx: AppContext,
+    group: list[_Ready],
+    embedder: Any,
+    rep: BulkReport,
+    jw: _JobWriter,
+    counters: dict[str, int],
+) -> None:
+    """Store the files and papers of a group (one library transaction), then record them.
+
+    Nothing is recorded before the library write and the read-back succeeded, so
+    on an exception the caller can retry every file of the group.
+    """
+    from sqlalchemy import select
+
+    from refserver.storage.models import Paper
+
+    with ctx.db.read() as rs:
+        by_sha: dict[str, list[str]] = {}
+        for doc_id, sha in rs.execute(
+            select(Paper.doc_id, Paper.file_sha256).where(
+                Paper.file_sha256.in_([r.item.sha for r in group])
+            )
+        ):
+            by_sha.setdefault(sha, []).append(doc_id)
+    new: list[Any] = []
+    plan: list[tuple[_Ready, str | None]] = []  # (entry, doc id stored by someone else)
+    for entry in group:
+        item = entry.item
+        assert item.sha is not None and item.staged is not None
+        hits = by_sha.get(item.sha, [])
+        if item.doc_id in hits:
+            # Ours, committed by a group whose ChromaDB step then failed: finish it.
+            ctx.library.sync_paper_vectors(item.doc_id)
+            plan.append((entry, None))
+        elif hits:  # stored meanwhile (e.g. by the server): never store twice
+            plan.append((entry, hits[0]))
+        else:
+            ctx.library.files.put(item.staged, item.sha)
+            size = ctx.library.files.path_for(item.sha).stat().st_size
+            new.append(_paper_input(item, entry.page_vecs, entry.paper_vec, embedder, size))
+            plan.append((entry, None))
+    ctx.library.add_papers(new)
+    mine = [e.item.doc_id for e, other in plan if other is None]
+    with ctx.db.read() as rs:
+        flags = {
+            doc_id: (dup, reason)
+            for doc_id, dup, reason in rs.execute(
+                select(Paper.doc_id, Paper.duplicate_of, Paper.duplicate_reason).where(
+                    Paper.doc_id.in_(mine)
+                )
+            )
+        }
+    missing = set(mine) - set(flags)
+    if missing:
+        raise RuntimeError(f"papers not found after saving: {sorted(missing)}")
+    for entry, other in plan:
+        if other is not None:
+            _record(
+                entry.item,
+                other,
+                None,
+                "identical file already stored",
+                rep,
+                jw,
+                counters,
+                already_stored=True,
+            )
+        else:
+            dup, reason = flags[entry.item.doc_id]
+            counters["pages"] += len(entry.page_vecs)
+            _record(entry.item, entry.item.doc_id, dup, reason, rep, jw, counters)
+
+
+def _record(
+    item: _Item,
+    doc_id: str,
+    dup: str | None,
+    dup_reason: str | None,
+    rep: BulkReport,
+    jw: _JobWriter,
+    counters: dict[str, int],
+    *,
+    already_stored: bool = False,
+) -> None:
+    """Complete the jobs of a saved file (and its twins) and report the outcome."""
+    res = item.result
+    assert res is not None
+    pages: list[PageText] = res["pages"]
+    meta: ExtractedMetadata = res["meta"]
+    status = "already_stored" if already_stored else ("duplicate" if dup else "imported")
     ocr_pages = sum(1 for p in pages if p.source == "ocr")
     summary = {
         "doc_id": doc_id,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections import Counter
+from functools import lru_cache
 
 __all__ = ["score_text", "is_usable"]
 
@@ -379,6 +381,7 @@ _NEAR_MISSES = (
 )
 
 
+@lru_cache(maxsize=4096)
 def _base_letter(ch: str) -> str:
     """Strip accents so 'é' counts as the vowel 'e'."""
     decomposed = unicodedata.normalize("NFD", ch)
@@ -442,17 +445,17 @@ def _latin_score(text: str) -> float:
     # Acronyms and formulae (NMR, CH2) lack vowels naturally: judge ordinary words only.
     multi = [t.lower() for t in tokens if len(t) >= 2 and (t.islower() or t[1:].islower())]
     if multi:
-        vowel_words = sum(1 for t in multi if any(_base_letter(c) in _VOWELS for c in t))
+        vowelish = {c for c in set("".join(multi)) if _base_letter(c) in _VOWELS}
+        vowel_words = sum(1 for t in multi if not vowelish.isdisjoint(t))
         s_vowel = _clamp((vowel_words / len(multi) - 0.75) / 0.20)
     else:
         s_vowel = 0.0
 
     counts = [0] * 26
-    for t in lowered:
-        for c in t:
-            b = _base_letter(c)
-            if "a" <= b <= "z":
-                counts[ord(b) - 97] += 1
+    for c, k in Counter("".join(lowered)).items():
+        b = _base_letter(c)
+        if "a" <= b <= "z":
+            counts[ord(b) - 97] += k
     total_letters = sum(counts)
     missing = 0
     if total_letters >= 30:
@@ -506,12 +509,14 @@ def score_text(text: str) -> float:
         return 0.0
 
     n = len(chars) or 1
-    bad = sum(1 for c in chars if _is_bad_char(c))
-    letters = [c for c in chars if c.isalpha()]
-    n_letters = len(letters)
-    hangul = sum(1 for c in letters if _is_hangul(c))
-    cjk = sum(1 for c in letters if _is_cjk(c))
-    latin = sum(1 for c in letters if ord(c) < 0x250)
+    # Classify each distinct character once (a page has ~100 of them, ~2000 in all).
+    freq = Counter(chars)
+    bad = sum(k for c, k in freq.items() if _is_bad_char(c))
+    alpha = {c: k for c, k in freq.items() if c.isalpha()}
+    n_letters = sum(alpha.values())
+    hangul = sum(k for c, k in alpha.items() if _is_hangul(c))
+    cjk = sum(k for c, k in alpha.items() if _is_cjk(c))
+    latin = sum(k for c, k in alpha.items() if ord(c) < 0x250)
     other = n_letters - hangul - cjk - latin
 
     # Character classes: prose is mostly letters; equations and tables lower the share.
@@ -523,7 +528,7 @@ def score_text(text: str) -> float:
         if latin:
             parts += latin / n_letters * _latin_score(stripped)
         if hangul:
-            parts += hangul / n_letters * _hangul_score(letters)
+            parts += hangul / n_letters * _hangul_score([c for c in chars if c.isalpha()])
         if cjk:
             parts += cjk / n_letters * 0.9
         if other:  # Greek, Cyrillic, ...: judged on character classes alone
