@@ -104,7 +104,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import MetaData, Table, func, or_, select
 
-from refserver.embedding.model import decode_vector, decode_vectors
+from refserver.embedding.model import decode_vector
 from refserver.storage.db import Database
 from refserver.storage.files import FileStore, sha256_file
 from refserver.storage.models import (
@@ -1755,7 +1755,7 @@ def _record_fix(
 
 def _upsert_from_sqlite(parts: Parts, name: str, ids: list[str]) -> set[str]:
     """Write these ids into ChromaDB from SQLite (vector + metadata), under the barrier."""
-    from refserver.storage.library import chroma_metadata
+    from refserver.storage.library import upsert_rows
 
     assert parts.vectors is not None
     done: set[str] = set()
@@ -1770,14 +1770,7 @@ def _upsert_from_sqlite(parts: Parts, name: str, ids: list[str]) -> set[str]:
                 ).all()
             if not rows:
                 continue
-            parts.vectors.upsert(
-                name,
-                [v.chroma_id for v, _ in rows],
-                decode_vectors(
-                    [v.vector for v, _ in rows], [v.dtype for v, _ in rows], rows[0][0].dimension
-                ),
-                [chroma_metadata(p, v) for v, p in rows],
-            )
+            upsert_rows(parts.vectors, name, rows)
             done.update(v.chroma_id for v, _ in rows)
     return done
 
@@ -2097,7 +2090,7 @@ def rebuild_index(
     parts_or_ctx: Any, progress: Callable[[str, int, int], None] | None = None
 ) -> dict[str, int]:
     """Drop both collections and rebuild them from SQLite's vectors, holding the writer."""
-    from refserver.storage.library import chroma_metadata
+    from refserver.storage.library import upsert_rows
 
     parts = as_parts(parts_or_ctx)
     if parts.vectors is None:
@@ -2121,16 +2114,7 @@ def rebuild_index(
                     ).all()
                 if not rows:
                     break
-                parts.vectors.upsert(
-                    name,
-                    [v.chroma_id for v, _ in rows],
-                    decode_vectors(
-                        [v.vector for v, _ in rows],
-                        [v.dtype for v, _ in rows],
-                        rows[0][0].dimension,
-                    ),
-                    [chroma_metadata(p, v) for v, p in rows],
-                )
+                upsert_rows(parts.vectors, name, rows)
                 done += len(rows)
                 last = rows[-1][0].id
                 if progress:

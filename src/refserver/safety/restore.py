@@ -32,7 +32,6 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from refserver.embedding.model import decode_vectors
 from refserver.safety import sqlite_pages as sp
 from refserver.safety.archive import decompress_file, extract_tar, read_member
 from refserver.safety.backup import BackupEngine, BackupError, ChainGap
@@ -40,7 +39,7 @@ from refserver.safety.manifest import Manifest, ManifestError, Member
 from refserver.safety.verify import VerificationFailed, VerifyResult, check_chroma
 from refserver.storage.db import MIGRATIONS_DIR
 from refserver.storage.files import fsync_dir, sha256_file
-from refserver.storage.library import chroma_metadata
+from refserver.storage.library import upsert_rows
 from refserver.storage.models import Job, Paper, Vector
 from refserver.storage.vectors import PAGES, PAPERS, VectorIndex
 
@@ -583,16 +582,7 @@ def reconcile_chroma(ctx: Any, batch: int = 2000) -> dict[str, int]:
                 ).all()
                 if not pairs:  # deleted since the comparison
                     continue
-                vectors.upsert(
-                    name,
-                    [v.chroma_id for v, _p in pairs],
-                    decode_vectors(
-                        [v.vector for v, _p in pairs],
-                        [v.dtype for v, _p in pairs],
-                        pairs[0][0].dimension,
-                    ),
-                    [chroma_metadata(p, v) for v, p in pairs],
-                )
+                upsert_rows(vectors, name, pairs)
             upserted += len(pairs)
     return {"upserted": upserted, "deleted": deleted}
 

@@ -35,10 +35,9 @@ from refserver.embedding.model import (
     VECTOR_DTYPES,
     checksum,
     decode_vector,
-    decode_vectors,
     encode_vector,
 )
-from refserver.storage.library import chroma_metadata
+from refserver.storage.library import chroma_metadata, upsert_rows
 from refserver.storage.models import Paper, Vector
 from refserver.storage.vectors import PAGES, PAPERS
 
@@ -211,17 +210,7 @@ def refresh_chroma(ctx: Any, *, chunk: int = 2000, progress: Progress = _noop) -
                         .join(Paper, Paper.id == Vector.paper_id)
                         .where(Vector.chroma_id.in_(stale[start : start + chunk]))
                     ).all()
-                if rows:
-                    ctx.vectors.upsert(
-                        name,
-                        [v.chroma_id for v, _ in rows],
-                        decode_vectors(
-                            [v.vector for v, _ in rows],
-                            [v.dtype for v, _ in rows],
-                            rows[0][0].dimension,
-                        ),
-                        [chroma_metadata(p, v) for v, p in rows],
-                    )
+                upsert_rows(ctx.vectors, name, rows)
                 progress(f"refresh {name}", min(len(stale), start + chunk), len(stale))
             out[name] = len(stale)
     return out

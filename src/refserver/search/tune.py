@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from refserver.embedding.model import decode_vectors
-from refserver.storage.library import chroma_metadata
+from refserver.storage.library import upsert_rows
 from refserver.storage.models import CheckRun, Page, Paper, Vector, utcnow
 from refserver.storage.vectors import PAGES, PAPERS
 
@@ -178,16 +178,7 @@ def rebuild_collections(
             done = 0
             progress(f"rebuild {name}", 0, total)
             for rows in iter_vector_rows(ctx, kind):
-                ctx.vectors.upsert(
-                    name,
-                    [v.chroma_id for _, v in rows],
-                    decode_vectors(
-                        [v.vector for _, v in rows],
-                        [v.dtype for _, v in rows],
-                        rows[0][1].dimension,
-                    ),
-                    [chroma_metadata(p, v) for p, v in rows],
-                )
+                upsert_rows(ctx.vectors, name, [(v, p) for p, v in rows])
                 done += len(rows)
                 progress(f"rebuild {name}", done, total)
             counts[name] = done

@@ -239,14 +239,7 @@ class Library:
             sel = [(paper, r) for paper, rows in written for r in rows if r.kind == kind]
             if not sel:
                 continue
-            self.vectors.upsert(
-                name,
-                [r.chroma_id for _, r in sel],
-                decode_vectors(
-                    [r.vector for _, r in sel], [r.dtype for _, r in sel], sel[0][1].dimension
-                ),
-                [chroma_metadata(paper, r) for paper, r in sel],
-            )
+            upsert_rows(self.vectors, name, [(r, paper) for paper, r in sel])
 
     def delete_paper(self, doc_id: str, *, username: str | None = None) -> bool:
         """Remove a paper's rows, vectors and (if no other paper uses it) its file."""
@@ -337,6 +330,25 @@ class Library:
 
     def _refresh_chroma_metadata(self, doc_id: str) -> None:
         self.sync_paper_vectors(doc_id)
+
+
+def upsert_rows(vectors: VectorIndex, name: str, rows: Sequence[tuple[Vector, Paper]]) -> int:
+    """Write SQLite vector rows (with their papers) into one ChromaDB collection.
+
+    The one way SQLite's truth reaches the index: decoded by each row's dtype,
+    with the metadata the consistency checker compares.
+    """
+    if not rows:
+        return 0
+    vectors.upsert(
+        name,
+        [v.chroma_id for v, _ in rows],
+        decode_vectors(
+            [v.vector for v, _ in rows], [v.dtype for v, _ in rows], rows[0][0].dimension
+        ),
+        [chroma_metadata(p, v) for v, p in rows],
+    )
+    return len(rows)
 
 
 def chroma_metadata(paper: Paper, row: Vector) -> dict[str, Any]:
