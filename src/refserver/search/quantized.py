@@ -13,24 +13,34 @@ float32 originals, see docs/benchmarks.md for the recall).
 The index follows SQLite: ``sync()`` adds new vector rows and drops deleted
 ones when the library generation moved; it is rebuilt (re-trained) when the
 collection has doubled since training, so the int8 value ranges stay right.
+
+A batch of queries (``scan.MIN_BATCH`` or more) reads the codes once for all of
+them in blocks of matrix products (``scan.scan_topk``) instead of once per query,
+and the candidates of all queries are re-ranked from one SQLite read.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Literal
 
 import faiss
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from refserver.embedding.model import decode_vector, decode_vectors
+from refserver.embedding.model import decode_vectors
+from refserver.search.scan import MIN_BATCH, scan_topk
 from refserver.storage.db import Database
-from refserver.storage.models import Paper, Vector
+from refserver.storage.models import Vector
 
 Dtype = Literal["int8", "float16"]
 _QTYPES = {"int8": faiss.ScalarQuantizer.QT_8bit, "float16": faiss.ScalarQuantizer.QT_fp16}
 LOAD_CHUNK = 5000
+_READ_CANDIDATES = text(
+    "SELECT v.id, v.vector, v.dtype, p.doc_id, v.page_number FROM vectors v "
+    "JOIN papers p ON p.id = v.paper_id WHERE v.id IN (SELECT value FROM json_each(:ids))"
+)
 # One scanning thread: on a small shared machine OpenMP threads spin against the
 # server's own threads (measured: p50 3.5 ms with 1 thread, 47 ms with 2 under load).
 faiss.omp_set_num_threads(1)
@@ -130,29 +140,53 @@ class QuantizedIndex:
             if self.index.ntotal == 0:
                 return [[] for _ in range(len(q))]
             n_cand = min(int(self.index.ntotal), max(k, k * rerank))
-            _, cand = self.index.search(q, n_cand)
-        wanted = sorted({int(x) for x in cand.ravel() if x >= 0})
-        vecs: dict[int, tuple[np.ndarray, str, int]] = {}
-        with self.db.read() as s:
-            for i in range(0, len(wanted), 900):
-                rows = s.execute(
-                    select(Vector.id, Vector.vector, Vector.dtype, Paper.doc_id, Vector.page_number)
-                    .join(Paper, Paper.id == Vector.paper_id)
-                    .where(Vector.id.in_(wanted[i : i + 900]))
-                ).all()
-                for vid, blob, dtype, doc_id, page in rows:
-                    vecs[vid] = (decode_vector(blob, dtype, self.dimension), doc_id, page)
+            cand = self._candidates(q, n_cand)
+        found, mat, where = self._read_vectors(np.unique(cand[cand >= 0]))
+        rows = np.minimum(np.searchsorted(found, cand), max(len(found) - 1, 0))
+        known = (cand >= 0) & (found[rows] == cand) if len(found) else np.zeros_like(cand, bool)
         out: list[list[tuple[str, int, float]]] = []
         for qi in range(len(q)):
-            ids = [int(x) for x in cand[qi] if x >= 0 and int(x) in vecs]
-            if not ids:
-                out.append([])
-                continue
-            mat = np.vstack([vecs[i][0] for i in ids])
-            scores = mat @ q[qi]
+            r = rows[qi][known[qi]]  # candidates SQLite still holds, in candidate order
+            scores = mat[r] @ q[qi]
             order = np.argsort(-scores, kind="stable")[:k]
-            out.append([(vecs[ids[j]][1], vecs[ids[j]][2], float(scores[j])) for j in order])
+            out.append([(*where[r[j]], float(scores[j])) for j in order])
         return out
+
+    def _read_vectors(
+        self, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int]]]:
+        """(sorted ids found, their stored vectors as rows, (doc_id, page) per row).
+
+        The one read of stored vectors for re-ranking: every candidate of every
+        query in one statement (how a blob decodes is decided here only).
+        """
+        with self.db.read() as s:  # one statement: rowid look-ups of a JSON id list
+            got = s.connection().execute(_READ_CANDIDATES, {"ids": json.dumps(ids.tolist())}).all()
+        got.sort(key=lambda r: r[0])
+        found = np.array([r[0] for r in got], dtype=np.int64)
+        mat = decode_vectors([r[1] for r in got], [r[2] for r in got], self.dimension)
+        return found, mat, [(r[3], r[4]) for r in got]
+
+    def _candidates(self, q: np.ndarray, n: int) -> np.ndarray:
+        """Vector ids of each query's n best codes (-1 pads); hold ``_lock``.
+
+        One query: faiss's fused scan. A batch: the codes read once for all queries
+        (``scan.scan_topk``), the same candidates up to float rounding.
+        """
+        if len(q) < MIN_BATCH:
+            return self.index.search(q, n)[1]
+        pos = scan_topk(faiss.downcast_index(self.index.index), q, n)
+        ids = faiss.rev_swig_ptr(self.index.id_map.data(), int(self.index.ntotal))
+        return np.where(pos >= 0, ids[np.maximum(pos, 0)], -1)
+
+    def candidates(self, queries: np.ndarray, n: int) -> np.ndarray:
+        """Ids of each query's n best candidates by quantized score (before re-ranking)."""
+        self.sync()
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        with self._lock:
+            if self.index.ntotal == 0:
+                return np.full((len(q), n), -1, dtype=np.int64)
+            return self._candidates(q, min(n, int(self.index.ntotal)))
 
     # --- cost ----------------------------------------------------------------------
     def memory_bytes(self) -> int:

@@ -1,0 +1,165 @@
+"""The compact index's batched scan: same answers as one query at a time, codes read once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+import pytest
+
+from refserver.search import Filters, batch_search, scan, semantic_search
+from refserver.search import quantized as quantized_mod
+from refserver.search.quantized import QuantizedIndex
+from refserver.storage.library import PageInput, PaperInput
+from tests.search.conftest import TOPICS
+
+DTYPES = ["int8", "float16"]
+
+
+def test_scan_graphs_compute_exact_products() -> None:
+    """The hand-written ONNX graphs: exact int32 products (no int16 saturation), float GEMM."""
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (300, 384), dtype=np.uint8)
+    codes[:5] = 255  # worst case for pairwise int16 sums on non-VNNI kernels
+    w = rng.integers(-scan.WEIGHT_MAX, scan.WEIGHT_MAX + 1, (384, 7)).astype(np.int8)
+    w[:, 0] = scan.WEIGHT_MAX
+    w[:, 1] = -scan.WEIGHT_MAX
+    got = scan.session("int8", 384).run(None, {"codes": codes, "weights": w})[0]
+    assert got.shape == (7, 300)
+    assert np.array_equal(got, (codes.astype(np.int64) @ w.astype(np.int64)).T.astype(np.float32))
+    half = rng.normal(size=(300, 384)).astype(np.float16)
+    q = rng.normal(size=(7, 384)).astype(np.float32)
+    got = scan.session("float16", 384).run(None, {"codes": half, "weights": q})[0]
+    assert np.allclose(got, q @ half.astype(np.float32).T, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("qtype", [faiss.ScalarQuantizer.QT_8bit, faiss.ScalarQuantizer.QT_fp16])
+def test_scan_matches_faiss_on_its_own_codes(qtype: int, monkeypatch) -> None:
+    """Reading faiss's codes and ranges directly decodes exactly as faiss does."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3000, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sq = faiss.IndexScalarQuantizer(384, qtype, faiss.METRIC_INNER_PRODUCT)
+    sq.train(x)
+    sq.add(x)
+    codes = scan.codes_view(sq)
+    assert codes.shape == (3000, sq.code_size)
+    if qtype == faiss.ScalarQuantizer.QT_8bit:
+        vmin, vdiff = scan.int8_ranges(sq)
+        mine = vmin + (codes[:50].astype(np.float32) + 0.5) / 255 * vdiff
+        assert np.allclose(mine, sq.sa_decode(codes[:50]), atol=1e-6)
+    monkeypatch.setattr(scan, "BLOCK_ROWS", 512)  # several blocks, the last one short
+    q = rng.normal(size=(20, 384)).astype(np.float32)
+    _, single = sq.search(q, 30)
+    batched = scan.scan_topk(sq, q, 30)
+    assert [set(r) for r in batched] == [set(r) for r in single]
+    # More candidates than codes: padded with -1, like faiss.
+    small = scan.scan_topk(sq, q[:3], 5000)
+    assert small.shape == (3, 5000) and (small[:, 3000:] == -1).all()
+    assert all(set(r[:3000]) == set(range(3000)) for r in small)
+
+
+def _clustered(rng: np.random.Generator, n: int, centers: np.ndarray, noise: float) -> np.ndarray:
+    x = centers[rng.integers(0, len(centers), n)] + rng.normal(
+        scale=noise, size=(n, centers.shape[1])
+    )
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def synthetic(ctx: Any) -> tuple[Any, list[str], np.ndarray]:
+    """A library of 40 papers × 40 pages (real SQLite and ChromaDB), and 60 queries."""
+    rng = np.random.default_rng(7)
+    centers = rng.normal(size=(30, 384))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    doc_ids = []
+    for i in range(40):
+        vecs = _clustered(rng, 40, centers, 0.07)
+        doc_ids.append(
+            ctx.library.add_paper(
+                PaperInput(
+                    file_sha256=f"{i + 1000:064x}",
+                    file_size=1,
+                    filename=f"{i}.pdf",
+                    page_count=40,
+                    pages=[
+                        PageInput(j + 1, f"page {j}", "text_layer", 1.0, v)
+                        for j, v in enumerate(vecs)
+                    ],
+                    metadata={"title": f"synthetic {i}", "year": 2000 + i % 10},
+                    field_sources={},
+                    paper_vector=vecs.mean(0),
+                    model="all-MiniLM-L6-v2",
+                    model_revision="test",
+                )
+            )
+        )
+    return ctx, doc_ids, _clustered(rng, 60, centers, 0.09)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_equals_one_by_one(synthetic, dtype: str, monkeypatch) -> None:
+    ctx, doc_ids, queries = synthetic
+    monkeypatch.setattr(scan, "BLOCK_ROWS", 300)  # 1,600 codes in 6 blocks
+    index = QuantizedIndex(ctx.db, dtype=dtype)  # type: ignore[arg-type]
+    assert index.sync() == 1600
+    calls = []
+    real_scan = quantized_mod.scan_topk
+    monkeypatch.setattr(
+        quantized_mod, "scan_topk", lambda *a, **kw: calls.append(1) or real_scan(*a, **kw)
+    )
+    # Candidates before re-ranking: the batch reads the codes once, one scan call.
+    batch_cand = index.candidates(queries, 40)
+    assert len(calls) == 1
+    single_cand = np.vstack([index.candidates(q, 40) for q in queries])
+    assert len(calls) == 1  # single queries go through faiss's own scan
+    assert [set(r) for r in batch_cand] == [set(r) for r in single_cand]
+    # Re-ranked answers: identical content and order, per query in the order given.
+    batch = index.search(queries, 10)
+    single = [index.search(q, 10)[0] for q in queries]
+    assert batch == single
+    assert index.search(queries[::-1], 10) == single[::-1]
+    assert all(len(r) == 10 for r in batch)
+    # Just below and at the batch threshold: the same answers either way.
+    n = scan.MIN_BATCH
+    assert index.search(queries[: n - 1], 10) == single[: n - 1]
+    assert index.search(queries[:n], 10) == single[:n]
+    # A deleted paper leaves the codes and the id map together.
+    gone = {d for row in batch[:5] for d, _, _ in row[:1]}
+    for d in gone:
+        ctx.library.delete_paper(d)
+    after = index.search(queries, 10)
+    assert not {d for row in after for d, _, _ in row} & gone
+    assert after == [index.search(q, 10)[0] for q in queries]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_search_uses_the_batched_scan(lib, dtype: str, monkeypatch) -> None:
+    """batch_search with the compact index: one scan for all queries, filters still applied."""
+    ctx, ids = lib
+    queries = [t["pages"][1] for t in TOPICS] + ["cold resonator made of niobium"] * 3
+    singles = [
+        semantic_search(ctx, q, Filters(), 3, 0, index=dtype)  # type: ignore[arg-type]
+        for q in queries
+    ]
+    calls = []
+    real_scan = quantized_mod.scan_topk
+    monkeypatch.setattr(
+        quantized_mod, "scan_topk", lambda *a, **kw: calls.append(1) or real_scan(*a, **kw)
+    )
+    pages = batch_search(ctx, queries, limit=3, index=dtype)  # type: ignore[arg-type]
+    assert len(calls) == 1
+    assert [[r.doc_id for r in p.results] for p in pages] == [
+        [r.doc_id for r in p.results] for p in singles
+    ]
+    assert [p.results[0].score for p in pages] == [p.results[0].score for p in singles]
+    assert [p.results[0].doc_id for p in pages[:6]] == [ids[t["title"]] for t in TOPICS]
+    # Filters are applied to the batched candidates as to single ones.
+    recent = Filters(year_from=2019)
+    pages = batch_search(ctx, queries, filters=recent, limit=10, index=dtype)  # type: ignore[arg-type]
+    assert len(calls) == 2
+    assert all(r.year >= 2019 for p in pages for r in p.results)
+    assert ids[TOPICS[0]["title"]] not in {r.doc_id for p in pages for r in p.results}
+    one = semantic_search(ctx, queries[-1], recent, 10, 0, index=dtype)  # type: ignore[arg-type]
+    assert [r.doc_id for r in pages[-1].results] == [r.doc_id for r in one.results]
