@@ -163,3 +163,19 @@ def test_batch_search_uses_the_batched_scan(lib, dtype: str, monkeypatch) -> Non
     assert ids[TOPICS[0]["title"]] not in {r.doc_id for p in pages for r in p.results}
     one = semantic_search(ctx, queries[-1], recent, 10, 0, index=dtype)  # type: ignore[arg-type]
     assert [r.doc_id for r in pages[-1].results] == [r.doc_id for r in one.results]
+
+
+def test_embed_queries_keeps_the_order_and_the_vectors(ctx) -> None:
+    """Sorted by token count for the model, answered in the order given, same vectors."""
+    from refserver.search.batch import QUERY_BATCH, embed_queries
+
+    emb = ctx.embedder()
+    texts = [t["title"] for t in TOPICS] + [p for t in TOPICS for p in t["pages"]] + ["x"]
+    assert len(texts) > QUERY_BATCH
+    counts = emb.token_counts(texts)
+    assert counts[-1] == 3  # [CLS] x [SEP], not padded to the longest text
+    assert emb.token_counts(["one two three four"]) == [6]
+    assert counts[len(TOPICS)] > counts[0] > 3  # a first page has more tokens than its title
+    got = embed_queries(emb, texts)
+    one = np.vstack([emb.embed([t]) for t in texts])
+    assert got.shape == one.shape and np.abs(got - one).max() < 1e-5

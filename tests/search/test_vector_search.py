@@ -97,7 +97,7 @@ class Spy:
         return self.fn(*a, **kw)
 
 
-def test_batch_is_one_embedding_and_one_index_call(lib, monkeypatch) -> None:
+def test_batch_is_batched_embedding_and_one_index_call(lib, monkeypatch) -> None:
     ctx, ids = lib
     queries = [t["pages"][0] for t in TOPICS] * 5
     singles = [semantic_search(ctx, q, Filters(), 3, 0).results[0].doc_id for q in queries[:6]]
@@ -107,7 +107,8 @@ def test_batch_is_one_embedding_and_one_index_call(lib, monkeypatch) -> None:
     monkeypatch.setattr(emb, "_embed_batch", embed_spy)
     monkeypatch.setattr(col, "query", query_spy)
     pages = batch_search(ctx, queries, limit=3)
-    assert embed_spy.calls == 1 and query_spy.calls == 1  # one model call for 30 queries
+    # 30 queries: two model calls (16 per call, sorted by tokens), one index call.
+    assert embed_spy.calls == 2 and query_spy.calls == 1
     assert len(pages) == 30
     assert [p.results[0].doc_id for p in pages[:6]] == singles == [ids[t["title"]] for t in TOPICS]
     assert all(p.results[0].snippet for p in pages)

@@ -61,6 +61,12 @@ class Embedder:
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens the model sees per text (after truncation): to batch like lengths together."""
+        with self._tok_lock:
+            encs = self._tokenizer.encode_batch([t or " " for t in texts])
+        return [int(sum(e.attention_mask)) for e in encs]
+
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         with self._tok_lock:
             encs = self._tokenizer.encode_batch([t or " " for t in texts])
