@@ -221,3 +221,49 @@ def test_compression_level_is_validated(tmp_path: Path) -> None:
         make_settings(tmp_path / "data", backup_compression_level=0)
     with pytest.raises(ValidationError):
         make_settings(tmp_path / "data", backup_compression_level=20)
+
+
+def test_fresh_verification_relies_on_the_stream_checksum_and_catches_damage(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    import zstandard
+
+    from refserver.safety.archive import has_content_checksum, read_member
+    from refserver.safety.manifest import Member
+    from refserver.safety.verify import check_member
+
+    src = tmp_path / "db.bin"
+    src.write_bytes(os.urandom(1 << 20) + b"page text " * 200_000)
+    dest = tmp_path / "db.bin.zst"
+    w = compress_file(src, dest, "zstd")
+    assert has_content_checksum(dest, "zstd")
+
+    def member(name: str, stored_sha: str, size: int) -> Member:
+        return Member(name, "sqlite", w.size_raw, size, w.sha256, "zstd", stored_sha)
+
+    good = member(dest.name, w.sha256_stored, w.size_compressed)
+    assert check_member(tmp_path, good, fresh=True).ok
+    assert read_member(dest, "zstd", hash_raw=False).sha256 == ""  # no second content hash
+
+    # a flipped stored byte: the stored SHA-256 no longer matches
+    data = bytearray(dest.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "flip.zst").write_bytes(bytes(data))
+    assert not check_member(tmp_path, member("flip.zst", w.sha256_stored, len(data)), fresh=True).ok
+
+    # content that does not match the frame's checksum (stored hash made to agree):
+    # only the decompressor's own check can catch it, and it does
+    bad = bytearray(dest.read_bytes())
+    bad[-1] ^= 0x01  # the last 4 bytes are the content checksum
+    (tmp_path / "sum.zst").write_bytes(bytes(bad))
+    forged = member("sum.zst", hashlib.sha256(bytes(bad)).hexdigest(), len(bad))
+    check = check_member(tmp_path, forged, fresh=True)
+    assert not check.ok and "unreadable" in check.detail
+
+    # a frame without a checksum (older backups) is hashed in full
+    plain = tmp_path / "plain.zst"
+    plain.write_bytes(zstandard.ZstdCompressor(level=3).compress(src.read_bytes()))
+    assert not has_content_checksum(plain, "zstd")
+    assert read_member(plain, "zstd", hash_raw=False).sha256 == w.sha256

@@ -79,7 +79,11 @@ def _compressing_writer(
     if compression == "zstd":
         # Worker threads pay off on big members only; a PDF is compressed inline.
         threads = zstd_threads() if size_hint < 0 or size_hint > THREADED_MIN else 0
-        cctx = zstandard.ZstdCompressor(level=level or ZSTD_LEVEL, threads=threads)
+        # The frame checksum (XXH64 of the content) lets a fresh verification
+        # prove decompression without a second SHA-256 pass (see read_member).
+        cctx = zstandard.ZstdCompressor(
+            level=level or ZSTD_LEVEL, threads=threads, write_checksum=True
+        )
         return cctx.stream_writer(sink, closefd=False)
     if compression == "gzip":
         return gzip.GzipFile(
@@ -303,8 +307,18 @@ def read_member(
     compression: str,
     sink: IO[bytes] | None = None,
     progress: Progress | None = None,
+    *,
+    hash_raw: bool = True,
 ) -> Read:
-    """Decompress ``path`` (into ``sink`` if given), hashing stored and raw bytes."""
+    """Decompress ``path`` (into ``sink`` if given), hashing stored and raw bytes.
+
+    ``hash_raw=False`` skips the SHA-256 of the decompressed bytes when the
+    stream checks its own content — a zstd frame with a checksum (the
+    decompressor raises on a mismatch) or gzip's CRC-32 — and returns
+    ``sha256=""``; members without such a checksum are hashed anyway.
+    """
+    if not hash_raw and not has_content_checksum(path, compression):
+        hash_raw = True
     with open(path, "rb") as f:
         stored = _HashingReader(f)
         buffered = io.BufferedReader(stored, CHUNK)
@@ -316,7 +330,8 @@ def read_member(
             reader = buffered
         else:
             raise ValueError(f"unknown compression {compression!r}")
-        h = hashlib.sha256() if compression != "none" else None  # raw is stored: hash once
+        # raw is stored ("none"): hash once; hash_raw=False: the stream's checksum
+        h = hashlib.sha256() if compression != "none" and hash_raw else None
         n = 0
         big = compression != "none" and os.fstat(f.fileno()).st_size > THREADED_MIN
         for block in _prefetched(reader) if big else iter(lambda: reader.read(CHUNK * 4), b""):
@@ -331,7 +346,22 @@ def read_member(
         while buffered.read(CHUNK):
             pass
     stored_sha = stored.h.hexdigest()
-    return Read(n, h.hexdigest() if h is not None else stored_sha, stored.n, stored_sha)
+    raw_sha = h.hexdigest() if h is not None else (stored_sha if compression == "none" else "")
+    return Read(n, raw_sha, stored.n, stored_sha)
+
+
+def has_content_checksum(path: Path, compression: str) -> bool:
+    """Whether decompressing ``path`` verifies its content by itself."""
+    if compression == "gzip":
+        return True  # every gzip member ends with the CRC-32 of its content
+    if compression != "zstd":
+        return False
+    with open(path, "rb") as f:
+        head = f.read(32)
+    try:
+        return bool(zstandard.get_frame_parameters(head).has_checksum)
+    except zstandard.ZstdError:
+        return False
 
 
 def decompress_file(path: Path, dest: Path, compression: str) -> Read:

@@ -657,8 +657,8 @@ class BackupEngine:
                     result.add(f"member:{mem.name}", False, "shared PDF missing or resized")
         pool = self._pool
         assert pool is not None
-        member_futs = [pool.submit(check_member, self.layout.root, x) for x in own]
-        file_futs = [pool.submit(check_member, self.layout.root, x) for x in files]
+        member_futs = [pool.submit(check_member, self.layout.root, x, fresh=True) for x in own]
+        file_futs = [pool.submit(check_member, self.layout.root, x, fresh=True) for x in files]
         result.checks.extend(f.result() for f in member_futs)
         if files:
             bad = [x.name for x, f in zip(files, file_futs, strict=True) if not f.result().ok]
