@@ -38,6 +38,8 @@ from functools import lru_cache
 
 import faiss
 import numpy as np
+import onnx
+import onnx.helper as oh
 import onnxruntime as ort
 
 BLOCK_ROWS = 4096  # measured at 100k: 2k–4k rows fastest, 16k ~1.5× slower (int8)
@@ -46,92 +48,43 @@ WEIGHT_MAX = 63  # 7-bit query weights: exact on every x86 int8 kernel (see abov
 COARSE = 2  # int8: coarse candidates per final candidate, re-scored in float
 RESCORE_QUERIES = 16  # queries per re-scoring step (16 × 2n × d floats)
 
-# --- a tiny ONNX graph, written as protobuf (the ``onnx`` package is not needed) ---
-_UINT8, _INT8, _FLOAT16, _FLOAT, _INT32 = 2, 3, 10, 1, 6
 
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field_int(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _field_bytes(number: int, value: bytes | str) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return _varint(number << 3 | 2) + _varint(len(raw)) + raw
-
-
-def _attr_int(name: str, value: int) -> bytes:  # AttributeProto: name=1, i=3, type=20 (INT)
-    return _field_bytes(1, name) + _field_int(3, value) + _field_int(20, 2)
-
-
-def _attr_ints(name: str, values: list[int]) -> bytes:  # ints=8, type INTS=7
-    return _field_bytes(1, name) + b"".join(_field_int(8, v) for v in values) + _field_int(20, 7)
-
-
-def _node(op: str, inputs: list[str], outputs: list[str], *attrs: bytes) -> bytes:
-    return (
-        b"".join(_field_bytes(1, i) for i in inputs)
-        + b"".join(_field_bytes(2, o) for o in outputs)
-        + _field_bytes(4, op)
-        + b"".join(_field_bytes(5, a) for a in attrs)
-    )
-
-
-def _value(name: str, elem_type: int, dims: list[int | str]) -> bytes:
-    """ValueInfoProto of a tensor; str dims are symbolic."""
-    shape = b"".join(
-        _field_bytes(1, _field_int(1, d) if isinstance(d, int) else _field_bytes(2, d))
-        for d in dims
-    )
-    tensor = _field_int(1, elem_type) + _field_bytes(2, shape)
-    return _field_bytes(1, name) + _field_bytes(2, _field_bytes(1, tensor))
-
-
+# --- the tiny ONNX graph (built with the ``onnx`` helpers) ---------------------------
 def scan_model(dtype: str, dimension: int) -> bytes:
     """ModelProto: a block of codes and the queries in, scores (queries × rows) out."""
+    T = onnx.TensorProto
     if dtype == "int8":
         nodes = [
-            _node("MatMulInteger", ["codes", "weights"], ["dot"]),
-            _node("Transpose", ["dot"], ["dot_t"], _attr_ints("perm", [1, 0])),
-            _node("Cast", ["dot_t"], ["scores"], _attr_int("to", _FLOAT)),
+            oh.make_node("MatMulInteger", ["codes", "weights"], ["dot"]),
+            oh.make_node("Transpose", ["dot"], ["dot_t"], perm=[1, 0]),
+            oh.make_node("Cast", ["dot_t"], ["scores"], to=T.FLOAT),
         ]
         inputs = [
-            _value("codes", _UINT8, ["rows", dimension]),
-            _value("weights", _INT8, [dimension, "queries"]),
+            oh.make_tensor_value_info("codes", T.UINT8, ["rows", dimension]),
+            oh.make_tensor_value_info("weights", T.INT8, [dimension, "queries"]),
         ]
     elif dtype == "float16":
         nodes = [
-            _node("Cast", ["codes"], ["block"], _attr_int("to", _FLOAT)),
-            _node("Gemm", ["weights", "block"], ["scores"], _attr_int("transB", 1)),
+            oh.make_node("Cast", ["codes"], ["block"], to=T.FLOAT),
+            oh.make_node("Gemm", ["weights", "block"], ["scores"], transB=1),
         ]
         inputs = [
-            _value("codes", _FLOAT16, ["rows", dimension]),
-            _value("weights", _FLOAT, ["queries", dimension]),
+            oh.make_tensor_value_info("codes", T.FLOAT16, ["rows", dimension]),
+            oh.make_tensor_value_info("weights", T.FLOAT, ["queries", dimension]),
         ]
     else:
         raise ValueError(f"no batched scan for {dtype!r}")
-    graph = (
-        b"".join(_field_bytes(1, n) for n in nodes)
-        + _field_bytes(2, f"scan_{dtype}")
-        + b"".join(_field_bytes(11, i) for i in inputs)
-        + _field_bytes(12, _value("scores", _FLOAT, ["queries", "rows"]))
+    graph = oh.make_graph(
+        nodes,
+        f"scan_{dtype}",
+        inputs,
+        [oh.make_tensor_value_info("scores", T.FLOAT, ["queries", "rows"])],
     )
-    opset = _field_bytes(1, "") + _field_int(2, 13)
-    return (
-        _field_int(1, 8)
-        + _field_bytes(2, "refserver")
-        + _field_bytes(8, opset)
-        + _field_bytes(7, graph)
+    model = oh.make_model(
+        graph, producer_name="refserver", opset_imports=[oh.make_opsetid("", 13)], ir_version=8
     )
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 _session_lock = threading.Lock()
