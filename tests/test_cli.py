@@ -20,6 +20,9 @@ REFSERVER = [sys.executable, "-m", "refserver.cli"]
 def env_for(data: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"REFSERVER_DATA_DIR": str(data), "REFSERVER_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    # one paper per save, so a kill lands between stored papers (4 files would
+    # otherwise be saved as one group)
+    env["REFSERVER_BULK_SAVE_GROUP"] = "1"
     return env
 
 

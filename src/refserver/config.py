@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     ocr_dpi: int = Field(200, description="Resolution pages are rendered at for OCR.")
     text_quality_threshold: float = Field(0.5, description="Pages scoring below this are OCR'd.")
     workers: int = Field(2, description="Background ingest worker threads.")
+    bulk_save_group: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Papers a bulk import saves per transaction (one ChromaDB upsert each "
+        "group; a kill -9 redoes at most one group).",
+    )
     queue_backend: Literal["sqlite", "redis", "memory"] = Field(
         "sqlite", description="Huey storage for the job queue."
     )

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
-import refserver.ingest.bulk as bulk
 from refserver.context import AppContext
 from refserver.embedding.model import from_blob
 from refserver.ingest.bulk import BulkProgress, batch_status, bulk_import
@@ -132,7 +131,7 @@ def test_duplicates_inside_one_batch(ctx: Any, tmp_path: Path) -> None:
 def test_cancel_leaves_the_rest_resumable(ctx: Any, paper_dir: Path, monkeypatch: Any) -> None:
     # Groups of 2 so that "two stored" happens mid-run (6 small files otherwise
     # land in one group at the end).
-    monkeypatch.setattr(bulk, "SAVE_GROUP_PAPERS", 2)
+    monkeypatch.setattr(ctx.settings, "bulk_save_group", 2)
 
     def cancel_after_two() -> bool:
         return len(_papers(ctx)) >= 2
@@ -156,10 +155,9 @@ from pathlib import Path
 sys.path.insert(0, {root!r})
 from tests.conftest import make_settings
 from refserver.context import AppContext
-import refserver.ingest.bulk as bulk
 from refserver.ingest.bulk import bulk_import
-bulk.SAVE_GROUP_PAPERS = 2  # several groups, so the kill lands between (or inside) them
-ctx = AppContext(make_settings(Path({data!r})))
+# groups of 2: several groups, so the kill lands between (or inside) them
+ctx = AppContext(make_settings(Path({data!r}), bulk_save_group=2))
 bulk_import(ctx, [Path({src!r})], workers=1)
 print("FINISHED")
 """

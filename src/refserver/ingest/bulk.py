@@ -83,7 +83,7 @@ STEP_KEYS = ("hash", "validate", "extract_text", "metadata", "preview", "embeddi
 # collection): a ChromaDB upsert costs ~10 ms whatever its size, so grouping makes
 # the save step several times cheaper. The bounds keep the write path (and a
 # backup's barrier) short and bound the work a kill -9 makes the rerun redo.
-SAVE_GROUP_PAPERS = 16
+# Papers per group: ``REFSERVER_BULK_SAVE_GROUP`` (default 16).
 SAVE_GROUP_PAGES = 128
 SAVE_GROUP_WAIT = 3.0  # seconds the first paper of a group may wait for others
 
@@ -805,7 +805,7 @@ def _run(
                         ready_since = time.monotonic()
                     ready.append(_Ready(item, page_vecs, paper_vec))
                     if (
-                        len(ready) >= SAVE_GROUP_PAPERS
+                        len(ready) >= s.bulk_save_group
                         or sum(len(r.page_vecs) for r in ready) >= SAVE_GROUP_PAGES
                     ):
                         save_ready()
