@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import random
+import importlib.util
 import shutil
 import sqlite3
 import sys
@@ -40,12 +40,11 @@ from typing import Any
 
 import numpy as np
 import psutil
-import pymupdf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import CORPUS, make_settings  # noqa: E402
+from tests.conftest import make_settings  # noqa: E402
 
 from refserver.context import AppContext  # noqa: E402
 from refserver.embedding.model import (  # noqa: E402
@@ -67,38 +66,13 @@ STORAGES = ("float32", "float16", "int8")
 CHROMA_MAX = 20000
 
 
-# --- data: the recipe of bench/search.py -------------------------------------------------
-def corpus_text(max_passages: int, seed: int) -> tuple[list[str], list[str]]:
-    """(~60-word passages, 6–14-word query windows) from the dev corpus PDFs."""
-    rng = random.Random(seed)
-    words: list[list[str]] = []
-    for pdf in sorted((CORPUS / "pdfs").glob("*.pdf")):
-        with pymupdf.open(pdf) as doc:
-            for page in doc:
-                w = page.get_text().split()
-                if len(w) > 40:
-                    words.append(w)
-    passages = [" ".join(w[i : i + 60]) for w in words for i in range(0, len(w) - 30, 60)]
-    rng.shuffle(passages)
-    passages = passages[:max_passages]
-    queries = []
-    for _ in range(400):
-        w = rng.choice(words)
-        n = rng.randint(6, 14)
-        s = rng.randint(0, len(w) - n)
-        queries.append(" ".join(w[s : s + n]))
-    return passages, queries
-
-
-def synth(base: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    src = rng.integers(0, len(base), n)
-    vec = base[src].copy()
-    blend = rng.random(n) < 0.3
-    other = base[rng.integers(0, len(base), n)]
-    alpha = rng.uniform(0.3, 0.7, n)[:, None]
-    vec[blend] = alpha[blend] * vec[blend] + (1 - alpha[blend]) * other[blend]
-    vec += rng.normal(scale=0.033, size=vec.shape).astype(np.float32)
-    return normalize(vec.astype(np.float32)), src
+# --- data: the recipe of bench/search.py (loaded from that script) ---------------------
+_spec = importlib.util.spec_from_file_location("bench_search", ROOT / "bench" / "search.py")
+assert _spec is not None and _spec.loader is not None
+_bench_search = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bench_search)
+corpus_text = _bench_search.corpus_text
+synth = _bench_search.synth
 
 
 def embedded(passages: list[str], queries: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
