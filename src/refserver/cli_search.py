@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -89,6 +90,18 @@ def _progress() -> Progress:
     )
 
 
+def _stage_progress(bar: Progress) -> Callable[[str, int, int], None]:
+    """A ``progress(stage, done, total)`` callback drawing one bar per stage."""
+    tasks: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total or 1)
+        bar.update(tasks[stage], completed=done, total=total or 1)
+
+    return progress
+
+
 @index_app.command("tune")
 def tune_cmd(
     target: Annotated[float, typer.Option(help="Recall@10 to reach.")] = 0.95,
@@ -102,12 +115,7 @@ def tune_cmd(
     ctx = _open()
     try:
         with _progress() as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total or 1)
-                bar.update(tasks[stage], completed=done, total=total or 1)
+            progress = _stage_progress(bar)
 
             out = tune(
                 ctx,
@@ -209,12 +217,7 @@ def rebuild_cmd(
     ctx = _open()
     try:
         with _progress() as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total or 1)
-                bar.update(tasks[stage], completed=done, total=total or 1)
+            progress = _stage_progress(bar)
 
             counts = rebuild_collections(ctx, hnsw or None, progress=progress)
     finally:
@@ -274,12 +277,7 @@ def requantize_cmd(
                 f"REFSERVER_VECTOR_STORAGE={to} to store them as {to} too."
             )
         with _progress() as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total or 1)
-                bar.update(tasks[stage], completed=done, total=total or 1)
+            progress = _stage_progress(bar)
 
             out = requantize(ctx, to, batch=batch, limit=limit, progress=progress)
         ctx.audit(
