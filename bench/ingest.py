@@ -22,9 +22,10 @@ import pymupdf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import CORPUS, make_scanned_pdf, make_settings  # noqa: E402
+
 from refserver.context import AppContext  # noqa: E402
 from refserver.ingest.intake import stage_path, submit  # noqa: E402
-from tests.conftest import CORPUS, make_scanned_pdf, make_settings  # noqa: E402
 
 
 def run(files: list[Path], data: Path) -> tuple[float, int, dict[str, float]]:

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=19,
-        description="Compression level (zstd 1–19, gzip 1–9); empty = zstd 3 / gzip 6.",
+        description="Compression level (zstd 1–19, gzip 1–9); empty = zstd 2 / gzip 6.",
     )
     orphan_grace_seconds: int = Field(
         3600, description="Age before orphaned entries may be auto-repaired."

@@ -267,3 +267,14 @@ def test_fresh_verification_relies_on_the_stream_checksum_and_catches_damage(
     plain.write_bytes(zstandard.ZstdCompressor(level=3).compress(src.read_bytes()))
     assert not has_content_checksum(plain, "zstd")
     assert read_member(plain, "zstd", hash_raw=False).sha256 == w.sha256
+
+
+def test_the_default_level_is_recorded_explicitly(ctx: AppContext, tmp_path: Path) -> None:
+    from refserver.safety.archive import ZSTD_LEVEL
+
+    add_direct(ctx, tmp_path, 1)
+    m = engine_of(ctx).create("snapshot")
+    assert m.status == "completed", m.error
+    assert (m.compression, m.compression_level) == ("zstd", ZSTD_LEVEL)
+    plain = engine_of(ctx).create("snapshot", compress=False)
+    assert (plain.compression, plain.compression_level) == ("none", None)

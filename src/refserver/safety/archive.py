@@ -28,8 +28,12 @@ import zstandard
 from refserver.storage.files import fsync_dir
 
 CHUNK = 1 << 20
-ZSTD_LEVEL = 3
+# zstd -2, not the CLI's -3: 27% less CPU for 2.5% bigger database members on the
+# backup bench library (docs/benchmarks.md) — a full backup is CPU-bound on small
+# servers, and it shares them with ingest and search.
+ZSTD_LEVEL = 2
 GZIP_LEVEL = 6
+DEFAULT_LEVEL = {"zstd": ZSTD_LEVEL, "gzip": GZIP_LEVEL}
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 MAX_MEMBERS = 200_000
 THREADED_MIN = 16 << 20

@@ -36,6 +36,7 @@ from sqlalchemy import delete, select
 
 from refserver.safety import sqlite_pages as sp
 from refserver.safety.archive import (
+    DEFAULT_LEVEL,
     SUFFIX,
     compress_file,
     open_reader,
@@ -269,8 +270,10 @@ class BackupEngine:
                 unified=unified,
                 tier=tier,
                 compression=compression,
-                compression_level=(
-                    self.settings.backup_compression_level if compression != "none" else None
+                compression_level=(  # recorded explicitly, whatever the default is
+                    (self.settings.backup_compression_level or DEFAULT_LEVEL[compression])
+                    if compression != "none"
+                    else None
                 ),
                 description=description or "",
                 retention_days=retention_days,
@@ -559,13 +562,13 @@ class BackupEngine:
     def _store_chroma(self, m: Manifest, chroma_copy: Path, comp: str) -> tuple[Any, Path, float]:
         t = time.monotonic()
         dest = self.layout.chromadb / f"{m.id}.tar{SUFFIX[comp]}"
-        w = tar_folder(chroma_copy, dest, comp, self.settings.backup_compression_level)
+        w = tar_folder(chroma_copy, dest, comp, m.compression_level)
         return w, dest, round(time.monotonic() - t, 3)
 
-    def _store_blob(self, sha: str, src: Path, comp: str) -> Member:
+    def _store_blob(self, sha: str, src: Path, comp: str, level: int | None) -> Member:
         pcomp = comp if worth_compressing(src, comp) else "none"
         dest = self.layout.root / self.layout.blob_name(sha, pcomp)
-        w = compress_file(src, dest, pcomp, level=self.settings.backup_compression_level)
+        w = compress_file(src, dest, pcomp, level=level)
         if w.sha256 != sha:
             dest.unlink(missing_ok=True)
             raise BackupError(f"PDF {sha[:12]} in the file store does not match its name")
@@ -596,7 +599,7 @@ class BackupEngine:
         new = sorted(sha for sha in needed if sha in linked)
         with ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="backup-pdf") as ex:
             for sha, mem in zip(
-                new, ex.map(lambda x: self._store_blob(x, linked[x], comp), new), strict=True
+                new, ex.map(lambda x: self._store_blob(x, linked[x], comp, m.compression_level), new), strict=True
             ):
                 members[sha] = mem
         added = list(new)

@@ -69,7 +69,7 @@ class Manifest:
     files_removed: list[str] = field(default_factory=list)
     members: list[Member] = field(default_factory=list)
     compression: str = "zstd"
-    compression_level: int | None = None  # None: the algorithm's default (zstd 3, gzip 6)
+    compression_level: int | None = None  # absent in manifests before it was recorded (zstd 3)
     description: str = ""
     retention_days: int | None = None
     status: str = "running"  # running | verifying | completed | failed
