@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 
 from refserver.embedding.model import mean_vector
 from refserver.storage.library import PageInput, PaperInput
+from tests.conftest import make_settings
 
 TOPICS: list[dict[str, Any]] = [
     {
@@ -136,3 +139,22 @@ def lib(ctx: Any) -> tuple[Any, dict[str, str]]:
             journal=t["journal"],
         )
     return ctx, ids
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A data folder with the TOPICS papers, for CLI tests (closed: the CLI opens it)."""
+    from refserver.config import get_settings
+    from refserver.context import AppContext
+
+    data = tmp_path / "data"
+    ctx = AppContext(make_settings(data))
+    try:
+        for t in TOPICS:
+            add_paper(ctx, t["title"], t["pages"], authors=t["authors"], year=t["year"])
+    finally:
+        ctx.close()  # the CLI takes the ChromaDB owner lock itself
+    monkeypatch.setenv("REFSERVER_DATA_DIR", str(data))
+    get_settings.cache_clear()
+    yield data
+    get_settings.cache_clear()

@@ -5,29 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import make_settings
-from tests.search.conftest import TOPICS, add_paper
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from refserver.config import get_settings
-    from refserver.context import AppContext
-
-    data = tmp_path / "data"
-    ctx = AppContext(make_settings(data))
-    try:
-        for t in TOPICS:
-            add_paper(ctx, t["title"], t["pages"], authors=t["authors"], year=t["year"])
-    finally:
-        ctx.close()  # the CLI takes the ChromaDB owner lock itself
-    monkeypatch.setenv("REFSERVER_DATA_DIR", str(data))
-    get_settings.cache_clear()
-    yield data
-    get_settings.cache_clear()
+from tests.search.conftest import TOPICS
 
 
 def test_search_prints_a_table_and_json(data_dir: Path) -> None:

@@ -302,24 +302,6 @@ def test_requantize_is_resumable_and_leaves_a_consistent_library(lib) -> None:
         requantize(ctx, "int4")
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from refserver.config import get_settings
-    from refserver.context import AppContext
-
-    data = tmp_path / "data"
-    ctx = AppContext(make_settings(data))
-    try:
-        for t in TOPICS:
-            add_paper(ctx, t["title"], t["pages"], authors=t["authors"], year=t["year"])
-    finally:
-        ctx.close()  # the CLI takes the ChromaDB owner lock itself
-    monkeypatch.setenv("REFSERVER_DATA_DIR", str(data))
-    get_settings.cache_clear()
-    yield data
-    get_settings.cache_clear()
-
-
 def test_cli_requantize_asks_for_yes_warns_and_resumes(data_dir: Path) -> None:
     from refserver.cli import app
 
