@@ -80,11 +80,13 @@ class SourceSnapshot:
         with suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
-    def begin_frozen(self, wait_ms: int = 50) -> int:
+    def begin_frozen(self, wait_ms: int = 25) -> int:
         """Call with writes held: empty the WAL, then begin (see the module docstring).
 
         Sets ``frozen`` when the transaction reads the database file alone, which
         is then checked by the WAL file's size: every commit would have grown it.
+        ``wait_ms`` bounds how long readers still in the WAL may hold the
+        checkpoint (writers are held meanwhile); past it the caller copies instead.
         """
         self.frozen = False
         wal = Path(f"{self.path}-wal")
