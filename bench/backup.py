@@ -202,6 +202,14 @@ class Writer:
         self.thread.join()
 
 
+def settle() -> None:
+    """Start each measurement from a settled disk: the build, ``--reuse``'s removal of
+    the last run's backups and the ``cp`` baseline leave gigabytes of writeback and
+    (this disk is mounted with ``discard``) trims behind."""
+    subprocess.run(["sync"], check=True)
+    time.sleep(5)
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -239,10 +247,7 @@ def main() -> None:
             build(ctx, args.papers, args.pages, args.pdf_kb, real_vectors())
         with ctx.db.engine.connect() as c:
             c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        # Start every measurement from a settled disk: the build (or --reuse's removal
-        # of the last run's backups) leaves gigabytes of writeback and discards behind.
-        subprocess.run(["sync"], check=True)
-        time.sleep(5)
+        settle()
         res["build_s"] = round(time.perf_counter() - t0, 1)
         db_b = settings.sqlite_path.stat().st_size
         files_b = du(settings.files_dir)
@@ -291,6 +296,7 @@ def main() -> None:
         engine = engine_of(ctx)
 
         def timed(label: str, **kw: Any) -> Any:
+            settle()
             with Writer(ctx) as w:
                 t = time.perf_counter()
                 m = engine.create(**kw)
@@ -327,6 +333,7 @@ def main() -> None:
         res["incremental"]["share_of_full"] = round(inc.size_compressed / full.size_compressed, 4)
         res["incremental"]["changed_pages"] = inc.sqlite.get("changed_pages")
 
+        settle()
         t = time.perf_counter()
         out = restore(engine, inc.id, target_path="bench-check")
         dt = time.perf_counter() - t
@@ -337,6 +344,7 @@ def main() -> None:
         }
         print("restore_to_folder", res["restore_to_folder"])
         shutil.rmtree(settings.restore_dir / "bench-check")
+        settle()
         t = time.perf_counter()
         out = restore(engine, inc.id, force=True)  # as after a disk loss: no safety backup
         dt = time.perf_counter() - t

@@ -390,8 +390,12 @@ class BackupEngine:
                 if chroma_copy is not None
                 else None
             )
+            # The staged Chroma folder is this backup's own scratch copy: once its tar
+            # is written, the check opens it where it is (no second copy to make).
             fut_chroma = (
-                pool.submit(check_chroma, chroma_copy, chroma_counts) if chroma_copy else None
+                pool.submit(self._check_staged_chroma, chroma_fut, chroma_copy, chroma_counts)
+                if chroma_fut is not None and chroma_copy is not None
+                else None
             )
             progress("sqlite", 0.05)
             if src.frozen:
@@ -565,6 +569,14 @@ class BackupEngine:
         w = tar_folder(chroma_copy, dest, comp, m.compression_level)
         return w, dest, round(time.monotonic() - t, 3)
 
+    @staticmethod
+    def _check_staged_chroma(tarred: Future, folder: Path, counts: dict[str, int]) -> Check:
+        try:
+            tarred.result()
+        except Exception as exc:  # the tar failed: reported by the member, not opened
+            return Check("chromadb", "failed", f"not stored: {exc}")
+        return check_chroma(folder, counts, in_place=True)
+
     def _store_blob(self, sha: str, src: Path, comp: str, level: int | None) -> Member:
         pcomp = comp if worth_compressing(src, comp) else "none"
         dest = self.layout.root / self.layout.blob_name(sha, pcomp)
@@ -599,7 +611,9 @@ class BackupEngine:
         new = sorted(sha for sha in needed if sha in linked)
         with ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="backup-pdf") as ex:
             for sha, mem in zip(
-                new, ex.map(lambda x: self._store_blob(x, linked[x], comp, m.compression_level), new), strict=True
+                new,
+                ex.map(lambda x: self._store_blob(x, linked[x], comp, m.compression_level), new),
+                strict=True,
             ):
                 members[sha] = mem
         added = list(new)

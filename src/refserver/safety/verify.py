@@ -149,14 +149,19 @@ def check_members(
     return checks
 
 
-def chroma_counts_in_child(folder: Path, timeout: float = CHROMA_TIMEOUT_S) -> dict[str, int]:
+def chroma_counts_in_child(
+    folder: Path, timeout: float = CHROMA_TIMEOUT_S, *, in_place: bool = False
+) -> dict[str, int]:
     """Open a scratch copy of a Chroma folder in a child process; return its counts.
 
+    ``in_place``: ``folder`` is already a disposable copy (a backup's staging
+    folder whose tar is written): open it there instead of copying it again.
     Raises RuntimeError when the child fails or crashes (e.g. a segfault).
     """
     with tempfile.TemporaryDirectory(prefix="chroma-verify-") as scratch:
-        copy = Path(scratch) / "chroma"
-        shutil.copytree(folder, copy)
+        copy = folder if in_place else Path(scratch) / "chroma"
+        if not in_place:
+            shutil.copytree(folder, copy)
         proc = subprocess.run(
             [sys.executable, "-c", _CHROMA_PROBE, str(copy)],
             capture_output=True,
@@ -173,9 +178,9 @@ def chroma_counts_in_child(folder: Path, timeout: float = CHROMA_TIMEOUT_S) -> d
     return {k: int(v) for k, v in json.loads(lines[-1]).items()}
 
 
-def check_chroma(folder: Path, expected: dict[str, int]) -> Check:
+def check_chroma(folder: Path, expected: dict[str, int], *, in_place: bool = False) -> Check:
     try:
-        counts = chroma_counts_in_child(folder)
+        counts = chroma_counts_in_child(folder, in_place=in_place)
     except Exception as exc:
         return Check("chromadb", "failed", str(exc))
     wrong = {k: (counts.get(k, 0), v) for k, v in expected.items() if counts.get(k, 0) != v}
