@@ -47,7 +47,9 @@ def run(files: list[Path], data: Path) -> tuple[float, int, dict[str, float]]:
 
 def shares(timings: dict[str, float]) -> str:
     total = sum(timings.values()) or 1.0
-    return ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(timings.items(), key=lambda kv: -kv[1]))
+    return ", ".join(
+        f"{k} {v / total:.0%}" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])
+    )
 
 
 def main() -> None:
@@ -68,8 +70,10 @@ def main() -> None:
         base = time.perf_counter() - t0
 
         el, pages, timings = run(files, tmpd / "text")
-        print(f"born-digital corpus: {len(files)} files, {pages} pages in {el:.1f} s "
-              f"= {pages / el:.1f} pages/s ({len(files) / el:.2f} files/s)")
+        print(
+            f"born-digital corpus: {len(files)} files, {pages} pages in {el:.1f} s "
+            f"= {pages / el:.1f} pages/s ({len(files) / el:.2f} files/s)"
+        )
         print(f"  baseline (PyMuPDF get_text only, same files): {base_pages / base:.0f} pages/s")
         print(f"  time per step: {shares(timings)}")
 
@@ -77,8 +81,10 @@ def main() -> None:
         for i, f in enumerate(files[: args.ocr_pages]):
             scans.append(make_scanned_pdf(f, tmpd / f"scan{i}.pdf", page=0, dpi=200))
         el, pages, timings = run(scans, tmpd / "ocr")
-        print(f"scanned (image-only) pages: {pages} pages in {el:.1f} s = {pages / el:.2f} pages/s "
-              f"({el / max(pages, 1):.2f} s/page)")
+        print(
+            f"scanned (image-only) pages: {pages} pages in {el:.1f} s = {pages / el:.2f} pages/s "
+            f"({el / max(pages, 1):.2f} s/page)"
+        )
         print(f"  time per step: {shares(timings)}")
 
 

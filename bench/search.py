@@ -52,7 +52,12 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import CORPUS, make_settings  # noqa: E402
 
 from refserver.context import AppContext  # noqa: E402
-from refserver.embedding.model import checksum, get_embedder, normalize, to_blob  # noqa: E402
+from refserver.embedding.model import (  # noqa: E402
+    checksum,
+    encode_vector,
+    get_embedder,
+    normalize,
+)
 from refserver.search import Filters, batch_search, semantic_search  # noqa: E402
 from refserver.search.batch import embed_queries  # noqa: E402
 from refserver.search.quantized import QuantizedIndex  # noqa: E402
@@ -99,22 +104,43 @@ def synth(base: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarra
     return normalize(vec.astype(np.float32)), src
 
 
-def bulk_library(ctx: Any, vecs: np.ndarray, texts: list[str], src: np.ndarray) -> float:
-    """Write papers, pages and vectors straight into SQLite (the truth); returns seconds."""
+def bulk_library(
+    ctx: Any, vecs: np.ndarray, texts: list[str], src: np.ndarray, dtype: str = "float32"
+) -> float:
+    """Write papers, pages and vectors (stored as ``dtype``) straight into SQLite; seconds.
+
+    Also used by ``bench/vector_storage.py`` for its float16/int8 libraries.
+    """
     t0 = time.perf_counter()
     emb = get_embedder()
     n_papers = len(vecs) // PAGES_PER_PAPER
     with ctx.db.write() as s:
         gen = s.info["generation"]
-        paper_rows, page_rows, vec_rows = [], [], []
+        papers, pages, rows = [], [], []
+
+        def vec_row(pid: int, kind: str, page: int, cid: str, v: np.ndarray) -> dict[str, Any]:
+            blob = encode_vector(v, dtype)
+            return {
+                "paper_id": pid,
+                "kind": kind,
+                "page_number": page,
+                "chroma_id": cid,
+                "model": emb.name,
+                "model_revision": emb.revision,
+                "dimension": 384,
+                "vector": blob,
+                "dtype": dtype,
+                "checksum": checksum(blob),
+                "generation": gen,
+            }
+
         for i in range(n_papers):
             doc_id = f"bench-{i:07d}"
-            sha = hashlib.sha256(doc_id.encode()).hexdigest()
-            paper_rows.append(
+            papers.append(
                 {
                     "id": i + 1,
                     "doc_id": doc_id,
-                    "file_sha256": sha,
+                    "file_sha256": hashlib.sha256(doc_id.encode()).hexdigest(),
                     "page_count": PAGES_PER_PAPER,
                     "title": f"Synthetic paper {i}",
                     "authors": [],
@@ -127,49 +153,17 @@ def bulk_library(ctx: Any, vecs: np.ndarray, texts: list[str], src: np.ndarray) 
             block = vecs[i * PAGES_PER_PAPER : (i + 1) * PAGES_PER_PAPER]
             for j, v in enumerate(block):
                 row = i * PAGES_PER_PAPER + j
-                blob = to_blob(v)
-                page_rows.append(
-                    {
-                        "paper_id": i + 1,
-                        "page_number": j + 1,
-                        "text": texts[src[row]],
-                        "quality": 1.0,
-                    }
+                pages.append(
+                    {"paper_id": i + 1, "page_number": j + 1, "text": texts[src[row]], "quality": 1}
                 )
-                vec_rows.append(
-                    {
-                        "paper_id": i + 1,
-                        "kind": "page",
-                        "page_number": j + 1,
-                        "chroma_id": f"{doc_id}:{j + 1}",
-                        "model": emb.name,
-                        "model_revision": emb.revision,
-                        "dimension": 384,
-                        "vector": blob,
-                        "checksum": checksum(blob),
-                        "generation": gen,
-                    }
-                )
-            pv = normalize(block.mean(axis=0, keepdims=True))[0]
-            blob = to_blob(pv)
-            vec_rows.append(
-                {
-                    "paper_id": i + 1,
-                    "kind": "paper",
-                    "page_number": 0,
-                    "chroma_id": doc_id,
-                    "model": emb.name,
-                    "model_revision": emb.revision,
-                    "dimension": 384,
-                    "vector": blob,
-                    "checksum": checksum(blob),
-                    "generation": gen,
-                }
+                rows.append(vec_row(i + 1, "page", j + 1, f"{doc_id}:{j + 1}", v))
+            rows.append(
+                vec_row(i + 1, "paper", 0, doc_id, normalize(block.mean(0, keepdims=True))[0])
             )
-        s.execute(Paper.__table__.insert(), paper_rows)
-        s.execute(Page.__table__.insert(), page_rows)
-        for i in range(0, len(vec_rows), 20000):
-            s.execute(Vector.__table__.insert(), vec_rows[i : i + 20000])
+        s.execute(Paper.__table__.insert(), papers)
+        s.execute(Page.__table__.insert(), pages)
+        for k in range(0, len(rows), 20000):
+            s.execute(Vector.__table__.insert(), rows[k : k + 20000])
     return time.perf_counter() - t0
 
 

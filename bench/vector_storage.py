@@ -48,16 +48,13 @@ from tests.conftest import make_settings  # noqa: E402
 
 from refserver.context import AppContext  # noqa: E402
 from refserver.embedding.model import (  # noqa: E402
-    checksum,
     decode_vectors,
     encode_vector,
     get_embedder,
-    normalize,
 )
 from refserver.search.quantized import QuantizedIndex  # noqa: E402
 from refserver.search.requantize import requantize  # noqa: E402
 from refserver.search.tune import exact_topk, load_vectors, rebuild_collections  # noqa: E402
-from refserver.storage.models import Page, Paper, Vector  # noqa: E402
 from refserver.storage.vectors import PAGES  # noqa: E402
 
 PAGES_PER_PAPER = 10
@@ -91,59 +88,8 @@ def embedded(passages: list[str], queries: list[str]) -> tuple[np.ndarray, np.nd
 # --- a library in one storage mode ---------------------------------------------------------
 def write_library(ctx: Any, vecs: np.ndarray, texts: list[str], src: np.ndarray, dtype: str) -> int:
     """Papers, pages and vectors (encoded as ``dtype``) straight into SQLite; vectors written."""
-    emb = get_embedder()
-    n_papers = len(vecs) // PAGES_PER_PAPER
-    with ctx.db.write() as s:
-        gen = s.info["generation"]
-        papers, pages, rows = [], [], []
-
-        def vec_row(pid: int, kind: str, page: int, cid: str, v: np.ndarray) -> dict[str, Any]:
-            blob = encode_vector(v, dtype)
-            return {
-                "paper_id": pid,
-                "kind": kind,
-                "page_number": page,
-                "chroma_id": cid,
-                "model": emb.name,
-                "model_revision": emb.revision,
-                "dimension": 384,
-                "vector": blob,
-                "dtype": dtype,
-                "checksum": checksum(blob),
-                "generation": gen,
-            }
-
-        for i in range(n_papers):
-            doc_id = f"bench-{i:07d}"
-            papers.append(
-                {
-                    "id": i + 1,
-                    "doc_id": doc_id,
-                    "file_sha256": hashlib.sha256(doc_id.encode()).hexdigest(),
-                    "page_count": PAGES_PER_PAPER,
-                    "title": f"Synthetic paper {i}",
-                    "authors": [],
-                    "keywords": [],
-                    "tags": [],
-                    "field_sources": {},
-                    "generation": gen,
-                }
-            )
-            block = vecs[i * PAGES_PER_PAPER : (i + 1) * PAGES_PER_PAPER]
-            for j, v in enumerate(block):
-                row = i * PAGES_PER_PAPER + j
-                pages.append(
-                    {"paper_id": i + 1, "page_number": j + 1, "text": texts[src[row]], "quality": 1}
-                )
-                rows.append(vec_row(i + 1, "page", j + 1, f"{doc_id}:{j + 1}", v))
-            rows.append(
-                vec_row(i + 1, "paper", 0, doc_id, normalize(block.mean(0, keepdims=True))[0])
-            )
-        s.execute(Paper.__table__.insert(), papers)
-        s.execute(Page.__table__.insert(), pages)
-        for k in range(0, len(rows), 20000):
-            s.execute(Vector.__table__.insert(), rows[k : k + 20000])
-    return len(rows)
+    _bench_search.bulk_library(ctx, vecs, texts, src, dtype)
+    return len(vecs) + len(vecs) // PAGES_PER_PAPER
 
 
 def sqlite_bytes(ctx: Any) -> dict[str, int]:
