@@ -141,6 +141,32 @@ def lib(ctx: Any) -> tuple[Any, dict[str, str]]:
     return ctx, ids
 
 
+def clustered(rng: np.random.Generator, n: int, centers: np.ndarray, noise: float) -> np.ndarray:
+    """``n`` unit vectors around random ``centers`` (like real embeddings)."""
+    x = centers[rng.integers(0, len(centers), n)] + rng.normal(
+        scale=noise, size=(n, centers.shape[1])
+    )
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def add_vector_paper(ctx: Any, sha: str, n: int, vecs: np.ndarray, **metadata: Any) -> str:
+    """A paper whose pages carry ``vecs`` as they are (no model), through the library."""
+    return ctx.library.add_paper(
+        PaperInput(
+            file_sha256=sha,
+            file_size=1,
+            filename=f"{n}.pdf",
+            page_count=len(vecs),
+            pages=[PageInput(j + 1, f"page {j}", "text_layer", 1.0, v) for j, v in enumerate(vecs)],
+            metadata=metadata,
+            field_sources={},
+            paper_vector=vecs.mean(0),
+            model="all-MiniLM-L6-v2",
+            model_revision="test",
+        )
+    )
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A data folder with the TOPICS papers, for CLI tests (closed: the CLI opens it)."""

@@ -11,8 +11,7 @@ import pytest
 from refserver.search import Filters, batch_search, scan, semantic_search
 from refserver.search import quantized as quantized_mod
 from refserver.search.quantized import QuantizedIndex
-from refserver.storage.library import PageInput, PaperInput
-from tests.search.conftest import TOPICS
+from tests.search.conftest import TOPICS, add_vector_paper, clustered
 
 DTYPES = ["int8", "float16"]
 
@@ -60,13 +59,6 @@ def test_scan_matches_faiss_on_its_own_codes(qtype: int, monkeypatch) -> None:
     assert all(set(r[:3000]) == set(range(3000)) for r in small)
 
 
-def _clustered(rng: np.random.Generator, n: int, centers: np.ndarray, noise: float) -> np.ndarray:
-    x = centers[rng.integers(0, len(centers), n)] + rng.normal(
-        scale=noise, size=(n, centers.shape[1])
-    )
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 @pytest.fixture
 def synthetic(ctx: Any) -> tuple[Any, list[str], np.ndarray]:
     """A library of 40 papers × 40 pages (real SQLite and ChromaDB), and 60 queries."""
@@ -75,27 +67,13 @@ def synthetic(ctx: Any) -> tuple[Any, list[str], np.ndarray]:
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
     doc_ids = []
     for i in range(40):
-        vecs = _clustered(rng, 40, centers, 0.07)
+        vecs = clustered(rng, 40, centers, 0.07)
         doc_ids.append(
-            ctx.library.add_paper(
-                PaperInput(
-                    file_sha256=f"{i + 1000:064x}",
-                    file_size=1,
-                    filename=f"{i}.pdf",
-                    page_count=40,
-                    pages=[
-                        PageInput(j + 1, f"page {j}", "text_layer", 1.0, v)
-                        for j, v in enumerate(vecs)
-                    ],
-                    metadata={"title": f"synthetic {i}", "year": 2000 + i % 10},
-                    field_sources={},
-                    paper_vector=vecs.mean(0),
-                    model="all-MiniLM-L6-v2",
-                    model_revision="test",
-                )
+            add_vector_paper(
+                ctx, f"{i + 1000:064x}", i, vecs, title=f"synthetic {i}", year=2000 + i % 10
             )
         )
-    return ctx, doc_ids, _clustered(rng, 60, centers, 0.09)
+    return ctx, doc_ids, clustered(rng, 60, centers, 0.09)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

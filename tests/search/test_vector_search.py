@@ -17,9 +17,8 @@ from refserver.search import (
 )
 from refserver.search.quantized import QuantizedIndex
 from refserver.search.tune import exact_topk
-from refserver.storage.library import PageInput, PaperInput
 from refserver.storage.vectors import PAGES
-from tests.search.conftest import TOPICS, add_paper
+from tests.search.conftest import TOPICS, add_paper, add_vector_paper, clustered
 
 SRF = TOPICS[0]["title"]
 FOSSIL = TOPICS[1]["title"]
@@ -149,41 +148,15 @@ def test_cache_is_invalidated_by_a_library_change(lib) -> None:
     assert svc.search("gizmotron", mode="hybrid")["results"][0]["title"] == "Changed elsewhere"
 
 
-def _clustered(rng: np.random.Generator, n: int, centers: np.ndarray, noise: float) -> np.ndarray:
-    x = centers[rng.integers(0, len(centers), n)] + rng.normal(
-        scale=noise, size=(n, centers.shape[1])
-    )
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 @pytest.mark.parametrize("dtype,code_bytes", [("int8", 384), ("float16", 768)])
 def test_quantized_index_recall_memory_and_sync(ctx, dtype: str, code_bytes: int) -> None:
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(40, 384))
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    emb_name = "all-MiniLM-L6-v2"
     doc_ids = []
     for i in range(30):
-        vecs = _clustered(rng, 40, centers, 0.06)
-        doc_ids.append(
-            ctx.library.add_paper(
-                PaperInput(
-                    file_sha256=f"{i:064x}",
-                    file_size=1,
-                    filename=f"{i}.pdf",
-                    page_count=40,
-                    pages=[
-                        PageInput(j + 1, f"page {j}", "text_layer", 1.0, v)
-                        for j, v in enumerate(vecs)
-                    ],
-                    metadata={"title": f"synthetic {i}"},
-                    field_sources={},
-                    paper_vector=vecs.mean(0),
-                    model=emb_name,
-                    model_revision="test",
-                )
-            )
-        )
+        vecs = clustered(rng, 40, centers, 0.06)
+        doc_ids.append(add_vector_paper(ctx, f"{i:064x}", i, vecs, title=f"synthetic {i}"))
     q_index = QuantizedIndex(ctx.db, dtype=dtype)  # type: ignore[arg-type]
     assert q_index.sync() == 1200
     assert q_index.bytes_per_vector() == code_bytes + 8
@@ -191,7 +164,7 @@ def test_quantized_index_recall_memory_and_sync(ctx, dtype: str, code_bytes: int
     from refserver.search.tune import load_vectors
 
     chroma_ids, mat = load_vectors(ctx)
-    queries = _clustered(rng, 100, centers, 0.08)
+    queries = clustered(rng, 100, centers, 0.08)
     exact = exact_topk(mat, queries, 10)
     got = q_index.search(queries, 10)
     exact_keys = [{chroma_ids[j] for j in row} for row in exact]
