@@ -17,6 +17,7 @@ every backup; the longest commit it saw is the stall.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib.util
 import json
@@ -57,6 +58,7 @@ def vocabulary(rng: np.random.Generator, n: int = 20000) -> np.ndarray:
     return np.array(words, dtype=object)
 
 
+@functools.cache
 def _bench_search() -> Any:
     """bench/search.py as a module: its corpus passages and vector recipe."""
     spec = importlib.util.spec_from_file_location("bench_search", ROOT / "bench" / "search.py")
@@ -66,6 +68,7 @@ def _bench_search() -> Any:
     return module
 
 
+@functools.cache
 def real_vectors(n: int = 400) -> np.ndarray:
     """Model embeddings of ``n`` dev-corpus passages: the centres library vectors lie around.
 

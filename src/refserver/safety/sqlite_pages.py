@@ -173,16 +173,6 @@ class SourceSnapshot:
         self.conn.close()
 
 
-def iter_pages(path: Path, page_size: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(page_size * 256)
-            if not block:
-                return
-            for off in range(0, len(block), page_size):
-                yield block[off : off + page_size]
-
-
 def page_size_of(path: Path) -> int:
     """The page size from the database header (bytes 16-17; 1 means 65536)."""
     with open(path, "rb") as f:
