@@ -83,9 +83,9 @@ def test_batch_equals_one_by_one(synthetic, dtype: str, monkeypatch) -> None:
     index = QuantizedIndex(ctx.db, dtype=dtype)  # type: ignore[arg-type]
     assert index.sync() == 1600
     calls = []
-    real_scan = quantized_mod.scan_topk
+    real_scan = quantized_mod.scan_topk_scores
     monkeypatch.setattr(
-        quantized_mod, "scan_topk", lambda *a, **kw: calls.append(1) or real_scan(*a, **kw)
+        quantized_mod, "scan_topk_scores", lambda *a, **kw: calls.append(1) or real_scan(*a, **kw)
     )
     # Candidates before re-ranking: the batch reads the codes once, one scan call.
     batch_cand = index.candidates(queries, 40)
@@ -122,9 +122,9 @@ def test_batch_search_uses_the_batched_scan(lib, dtype: str, monkeypatch) -> Non
         for q in queries
     ]
     calls = []
-    real_scan = quantized_mod.scan_topk
+    real_scan = quantized_mod.scan_topk_scores
     monkeypatch.setattr(
-        quantized_mod, "scan_topk", lambda *a, **kw: calls.append(1) or real_scan(*a, **kw)
+        quantized_mod, "scan_topk_scores", lambda *a, **kw: calls.append(1) or real_scan(*a, **kw)
     )
     pages = batch_search(ctx, queries, limit=3, index=dtype)  # type: ignore[arg-type]
     assert len(calls) == 1
@@ -157,3 +157,87 @@ def test_embed_queries_keeps_the_order_and_the_vectors(ctx) -> None:
     got = embed_queries(emb, texts)
     one = np.vstack([emb.embed([t]) for t in texts])
     assert got.shape == one.shape and np.abs(got - one).max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_search_reads_only_candidates_that_can_rank(synthetic, dtype: str, monkeypatch) -> None:
+    """The error-norm bound skips SQLite reads without changing any answer."""
+    ctx, _, queries = synthetic
+    index = QuantizedIndex(ctx.db, dtype=dtype)  # type: ignore[arg-type]
+    index.sync()
+    cand = index.candidates(queries, 40)
+    every = np.unique(cand[cand >= 0])
+    found, mat, where = index._read_vectors(every)
+    expected = []  # every candidate re-ranked exactly, ties in candidate order
+    for qi, row in enumerate(cand):
+        r = np.searchsorted(found, row[row >= 0])
+        scores = np.einsum("ij,j->i", mat[r], queries[qi])  # row-set independent rounding
+        order = np.argsort(-scores, kind="stable")[:10]
+        expected.append([(*where[r[j]], float(scores[j])) for j in order])
+    reads: list[int] = []
+    real = index._read_vectors
+    monkeypatch.setattr(index, "_read_vectors", lambda ids: reads.append(len(ids)) or real(ids))
+    assert index.search(queries, 10) == expected
+    assert reads[0] < len(every)  # fewer rows read than candidates
+    assert [index.search(q, 10)[0] for q in queries] == expected
+
+
+def test_rows_rewritten_in_place_are_encoded_again(synthetic) -> None:
+    """requantize rewrites blobs under the same ids: the index re-encodes them."""
+    from refserver.search.requantize import requantize
+
+    ctx, _, queries = synthetic
+    index = QuantizedIndex(ctx.db, dtype="int8")
+    index.sync()
+    before = index.search(queries, 10)
+    requantize(ctx, "int8")
+    index.sync()
+    found, mat, _ = index._read_vectors(index._ids)
+    assert np.array_equal(found, index._ids)
+    # Each code is again the encoding of the row SQLite holds now (same quantizer).
+    sq = faiss.downcast_index(index.index.index)
+    pos = np.searchsorted(found, faiss.vector_to_array(index.index.id_map))
+    assert np.array_equal(scan.codes_view(sq), sq.sa_encode(mat[pos]))
+    assert np.allclose(index._err, index._errors(index.index, mat), atol=1e-7)
+    after = index.search(queries, 10)
+    assert after != before  # the scores are those of the int8 rows now
+    assert after == [index.search(q, 10)[0] for q in queries]
+
+
+@pytest.mark.parametrize("index", ["chroma", *DTYPES])
+def test_batch_pages_equal_single_pages_with_filters_and_paging(
+    synthetic, index: str, monkeypatch
+) -> None:
+    """Every batched page (total, results, scores, snippets) equals semantic_search's."""
+    from refserver.search import batch as batch_mod
+
+    ctx, _, vecs = synthetic
+    rounds: list[int] = []
+    real_hits = batch_mod.page_hits
+    monkeypatch.setattr(
+        batch_mod, "page_hits", lambda c, v, k, i: rounds.append(len(v)) or real_hits(c, v, k, i)
+    )
+    texts = [f"page {i % 40} of synthetic {i}" for i in range(len(vecs))]
+    cases = [
+        (Filters(), 10, 0),
+        (Filters(), 5, 5),  # second page
+        (Filters(year_from=2008), 10, 0),  # 20% of papers: more index rounds
+        (Filters(year=2003), 4, 2),
+        (Filters(title="no such title"), 10, 0),  # nothing passes: every round runs
+    ]
+    for filters, limit, offset in cases:
+        rounds.clear()
+        pages = batch_search(
+            ctx, texts, filters=filters, limit=limit, offset=offset, index=index, vectors=vecs
+        )  # type: ignore[arg-type]
+        for t, v, page in zip(texts, vecs, pages, strict=True):
+            one = semantic_search(ctx, t, filters, limit, offset, index=index, vector=v)  # type: ignore[arg-type]
+            one.extra.clear()  # {"index": ...}: not part of a batch page
+            assert page.public(t, limit, offset) == one.public(t, limit, offset)
+        if filters.year is not None:
+            assert all(r.year == filters.year for p in pages for r in p.results)
+            assert any(p.results for p in pages)
+        if filters.active():  # later rounds ask again only for the queries still short
+            assert len(rounds) > 1 and rounds[0] == len(texts)
+        else:
+            assert rounds == [len(texts)]

@@ -159,7 +159,7 @@ def test_quantized_index_recall_memory_and_sync(ctx, dtype: str, code_bytes: int
         doc_ids.append(add_vector_paper(ctx, f"{i:064x}", i, vecs, title=f"synthetic {i}"))
     q_index = QuantizedIndex(ctx.db, dtype=dtype)  # type: ignore[arg-type]
     assert q_index.sync() == 1200
-    assert q_index.bytes_per_vector() == code_bytes + 8
+    assert q_index.bytes_per_vector() == code_bytes + 8 + 4  # code, id, error norm
     assert 1536 / code_bytes >= (4 if dtype == "int8" else 2)
     from refserver.search.tune import load_vectors
 

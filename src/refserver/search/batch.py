@@ -12,6 +12,7 @@ import numpy as np
 
 from refserver.search.common import (
     Filters,
+    Hit,
     Result,
     SearchPage,
     allowed_papers,
@@ -24,7 +25,7 @@ from refserver.search.common import (
 )
 from refserver.search.hybrid import rrf
 from refserver.search.keyword import keyword_search
-from refserver.search.semantic import OVERFETCH, IndexKind, group_hits, page_hits
+from refserver.search.semantic import MAX_ROUNDS, OVERFETCH, IndexKind, group_hits, page_hits
 
 BatchMode = Literal["semantic", "keyword", "hybrid"]
 MAX_QUERIES = 1000
@@ -53,37 +54,61 @@ def batch_semantic(
     queries: list[str],
     filters: Filters,
     limit: int,
+    offset: int = 0,
     *,
     generation: int = 0,
     index: IndexKind = "chroma",
     vectors: np.ndarray | None = None,
 ) -> list[SearchPage]:
+    """Each query's page exactly as ``semantic_search`` gives it, with set-based reads.
+
+    The same rounds as one query: over-fetch ``(offset + limit) × 5`` pages, and
+    fetch 4× more for the queries whose filters left too few papers (those
+    queries only, in one index call per round). Every SQLite read covers the whole
+    batch: one statement for the papers the filters allow, one for the rows of the
+    shown papers, one for their best pages' texts.
+    """
     vecs = vectors if vectors is not None else embed_queries(ctx.embedder(), list(queries))
-    k = max(50, limit * OVERFETCH * (4 if filters.active() else 1))
-    all_hits = page_hits(ctx, vecs, k, index)  # one call
-    grouped = [group_hits(h) for h in all_hits]
+    vecs = np.atleast_2d(np.asarray(vecs, dtype=np.float32))
+    k = max(50, (offset + limit) * OVERFETCH)
+    kept: list[list[tuple[str, float, list[Hit]]]] = [[] for _ in queries]
     with ctx.db.read() as s:
         snap = current_snapshot(s)
-        allowed = allowed_papers(s, [g[0] for gs in grouped for g in gs], filters, snap)
-        kept = [[g for g in gs if g[0] in allowed] for gs in grouped]
-        shown = [(allowed[d], hs[0].page) for gs in kept for d, _, hs in gs[:limit]]
-        by_id = load_papers(s, [pid for pid, _ in shown])
-        papers = {p.doc_id: p for p in by_id.values()}
+        pending = list(range(len(queries)))
+        allowed: dict[str, int] = {}
+        for round_ in range(MAX_ROUNDS):
+            hits = page_hits(ctx, vecs[pending], k, index)  # one call per round
+            grouped = [group_hits(h) for h in hits]
+            new = {g[0] for gs in grouped for g in gs} - allowed.keys()
+            allowed.update(allowed_papers(s, list(new), filters, snap))
+            again = []
+            for qi, h, gs in zip(pending, hits, grouped, strict=True):
+                kept[qi] = [g for g in gs if g[0] in allowed]
+                if len(kept[qi]) < offset + limit and len(h) >= k and round_ < MAX_ROUNDS - 1:
+                    again.append(qi)  # filters left too few: fetch more, as one query does
+            if not again:
+                break
+            pending, k = again, k * 4
+        windows = [gs[offset : offset + limit] for gs in kept]
+        shown = [(allowed[d], hs[0].page) for w in windows for d, _, hs in w]
+        papers = load_papers(s, [pid for pid, _ in shown])
         texts = page_texts(s, shown)
     pages: list[SearchPage] = []
-    for q, gs in zip(queries, kept, strict=True):
+    for q, gs, window in zip(queries, kept, windows, strict=True):
         terms = query_terms(q)
-        results = [
-            result_from_paper(
-                papers[d],
-                round(best, 6),
-                make_snippet(texts.get((papers[d].id, hs[0].page), ""), terms),
-                similarity=round(best, 6),
-                page=hs[0].page,
-                pages=[h.page for h in hs[:5]],
+        results = []
+        for d, best, hs in window:
+            p = papers[allowed[d]]
+            results.append(
+                result_from_paper(
+                    p,
+                    round(best, 6),
+                    make_snippet(texts.get((p.id, hs[0].page), ""), terms),
+                    similarity=round(best, 6),
+                    page=hs[0].page,
+                    pages=[h.page for h in hs[:5]],
+                )
             )
-            for d, best, hs in gs[:limit]
-        ]
         pages.append(SearchPage(len(gs), results, "semantic", snap, generation))
     return pages
 
@@ -95,11 +120,16 @@ def batch_search(
     mode: BatchMode = "semantic",
     filters: Filters | None = None,
     limit: int = 10,
+    offset: int = 0,
     generation: int = 0,
     index: IndexKind = "chroma",
     vectors: np.ndarray | None = None,
 ) -> list[SearchPage]:
-    """One result page per query, in the order given (``vectors``: already embedded)."""
+    """One result page per query, in the order given (``vectors``: already embedded).
+
+    Semantic pages equal ``semantic_search(q, filters, limit, offset)`` of each
+    query (tests/search/test_batched_scan.py checks filters and paging).
+    """
     filters = filters or Filters()
     if len(queries) > MAX_QUERIES:
         raise ValueError(f"at most {MAX_QUERIES} queries per batch")
@@ -109,14 +139,15 @@ def batch_search(
         with ctx.db.read() as s:
             snap = current_snapshot(s)
             return [
-                keyword_search(s, q, filters, limit, 0, snapshot=snap, generation=generation)
+                keyword_search(s, q, filters, limit, offset, snapshot=snap, generation=generation)
                 for q in queries
             ]
     sem = batch_semantic(
         ctx,
         queries,
         filters,
-        max(limit, 20) if mode == "hybrid" else limit,
+        max(offset + limit, 20) if mode == "hybrid" else limit,
+        0 if mode == "hybrid" else offset,
         generation=generation,
         index=index,
         vectors=vectors,
@@ -136,7 +167,7 @@ def batch_search(
                 }
             )
             results = []
-            for doc_id, score in fused[:limit]:
+            for doc_id, score in fused[offset : offset + limit]:
                 r = by_doc[doc_id]
                 results.append(
                     Result(

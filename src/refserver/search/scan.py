@@ -129,8 +129,8 @@ def int8_ranges(sq: faiss.IndexScalarQuantizer) -> tuple[np.ndarray, np.ndarray]
 
 def _top_positions(
     dtype: str, dimension: int, codes: np.ndarray, weights: np.ndarray, n_queries: int, k: int
-) -> np.ndarray:
-    """Row positions of the k best scores per query, best first (codes read once)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row positions, scores) of the k best scores per query, best first (codes read once)."""
     sess = session(dtype, dimension)
     heap = faiss.ResultHeap(n_queries, k, keep_max=True)
     for start in range(0, len(codes), BLOCK_ROWS):
@@ -141,7 +141,7 @@ def _top_positions(
         scores = np.ascontiguousarray(scores, dtype=np.float32)
         heap.heaps.addn(scores.shape[1], faiss.swig_ptr(scores), start)
     heap.finalize()
-    return heap.I
+    return heap.I, heap.D
 
 
 def _int8_weights(sq: faiss.IndexScalarQuantizer, queries: np.ndarray) -> np.ndarray:
@@ -156,9 +156,10 @@ def _int8_weights(sq: faiss.IndexScalarQuantizer, queries: np.ndarray) -> np.nda
 
 def _rescore(
     sq: faiss.IndexScalarQuantizer, codes: np.ndarray, queries: np.ndarray, pos: np.ndarray, k: int
-) -> np.ndarray:
-    """Of ``pos`` per query, the k best by the float query on the decoded codes."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Of ``pos`` per query, the k best by the float query on the decoded codes (and scores)."""
     out = np.empty((len(queries), k), dtype=np.int64)
+    out_scores = np.empty((len(queries), k), dtype=np.float32)
     d = int(sq.d)
     for i in range(0, len(queries), RESCORE_QUERIES):
         p = pos[i : i + RESCORE_QUERIES]
@@ -170,7 +171,8 @@ def _rescore(
         best = np.take_along_axis(p, order, axis=1)
         best[np.take_along_axis(~valid, order, axis=1)] = -1
         out[i : i + len(p)] = best
-    return out
+        out_scores[i : i + len(p)] = np.take_along_axis(scores, order, axis=1)
+    return out, out_scores
 
 
 def scan_topk(sq: faiss.IndexScalarQuantizer, queries: np.ndarray, k: int) -> np.ndarray:
@@ -179,19 +181,28 @@ def scan_topk(sq: faiss.IndexScalarQuantizer, queries: np.ndarray, k: int) -> np
     The same candidates ``sq.search(queries, k)`` finds, best first, with the codes
     read once for the whole batch. Rows beyond ``ntotal`` come back as -1.
     """
+    return scan_topk_scores(sq, queries, k)[0]
+
+
+def scan_topk_scores(
+    sq: faiss.IndexScalarQuantizer, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``scan_topk`` with each candidate's score on its decoded code (-inf for -1 rows)."""
     q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     codes = codes_view(sq)
     out = np.full((len(q), max(k, 0)), -1, dtype=np.int64)
+    scores = np.full((len(q), max(k, 0)), -np.inf, dtype=np.float32)
     kk = min(k, len(codes))
     if kk <= 0 or len(q) == 0:
-        return out
+        return out, scores
     d = int(sq.d)
     if sq.sq.qtype == faiss.ScalarQuantizer.QT_8bit:
         wide = min(len(codes), COARSE * kk)
-        coarse = _top_positions("int8", d, codes, _int8_weights(sq, q), len(q), wide)
-        out[:, :kk] = _rescore(sq, codes, q, coarse, kk)
+        coarse, _ = _top_positions("int8", d, codes, _int8_weights(sq, q), len(q), wide)
+        out[:, :kk], scores[:, :kk] = _rescore(sq, codes, q, coarse, kk)
     elif sq.sq.qtype == faiss.ScalarQuantizer.QT_fp16:
-        out[:, :kk] = _top_positions("float16", d, codes, q, len(q), kk)
+        out[:, :kk], scores[:, :kk] = _top_positions("float16", d, codes, q, len(q), kk)
     else:
         raise ValueError("batched scan supports QT_8bit and QT_fp16 indexes")
-    return out
+    scores[out < 0] = -np.inf
+    return out, scores

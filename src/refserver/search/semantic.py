@@ -44,19 +44,25 @@ def page_hits(
     # The collection directly: VectorIndex.query counts the collection first to
     # clamp k, which costs as much as the query; ChromaDB 1.x already returns
     # fewer rows when k exceeds the collection (and none when it is empty).
+    # Distances only: a page entry's id is "<doc_id>:<page>" (``page_vector_id``),
+    # which is all a hit needs; asking for metadatas made ChromaDB read them from its
+    # SQLite for every hit (measured at 10k pages, k=50: 3.0 → 1.2 ms per query alone,
+    # 1.4 → 0.35 ms per query in a batch).
     res = ctx.vectors.collection(PAGES).query(
-        query_embeddings=vectors, n_results=max(1, k), include=["metadatas", "distances"]
+        query_embeddings=vectors, n_results=max(1, k), include=["distances"]
     )
-    out: list[list[Hit]] = []
-    for metas, dists in zip(res["metadatas"], res["distances"], strict=True):
-        out.append(
-            [
-                Hit(str(m["doc_id"]), int(m.get("page", 0)), 1.0 - float(d))
-                for m, d in zip(metas, dists, strict=True)
-                if m and m.get("doc_id")
-            ]
-        )
-    return out
+    return [
+        [hit for cid, d in zip(ids, dists, strict=True) if (hit := _page_hit(cid, d))]
+        for ids, dists in zip(res["ids"], res["distances"], strict=True)
+    ]
+
+
+def _page_hit(chroma_id: str, distance: float) -> Hit | None:
+    """A Hit from a pages-collection entry id ``<doc_id>:<page>`` (None if malformed)."""
+    doc_id, _, page = str(chroma_id).rpartition(":")
+    if not doc_id or not page.isdigit():
+        return None
+    return Hit(doc_id, int(page), 1.0 - float(distance))
 
 
 def quantized_index(ctx: Any, dtype: str) -> Any:
@@ -75,12 +81,16 @@ def group_hits(hits: list[Hit]) -> list[tuple[str, float, list[Hit]]]:
     by_doc: dict[str, list[Hit]] = {}
     for h in hits:
         by_doc.setdefault(h.doc_id, []).append(h)
-    ranked = [
-        (doc, max(h.similarity for h in hs), sorted(hs, key=lambda h: -h.similarity))
-        for doc, hs in by_doc.items()
-    ]
+    ranked = []
+    for doc, hs in by_doc.items():
+        hs.sort(key=_similarity, reverse=True)  # stable: equal scores keep index order
+        ranked.append((doc, hs[0].similarity, hs))
     ranked.sort(key=lambda t: (-t[1], t[0]))
     return ranked
+
+
+def _similarity(h: Hit) -> float:
+    return h.similarity
 
 
 def rank_papers(
