@@ -21,7 +21,7 @@ product per query; the batch is matrix products of 64 queries, numpy's BLAS with
 its default threads).
 
 Batch vs one by one, wall and CPU time of this process, for: the index call alone
-(Chroma: the one ``collection.query`` that ``page_hits`` makes; compact: its
+(Chroma: the one ``collection.query`` that ``page_hits`` makes, distances only; compact: its
 ``search`` and, separately, the code scan alone); end to end per index
 (``semantic_search`` one by one vs ``batch_search``, with the model and with the
 queries already embedded); and the model alone (one ``embed`` per query vs
@@ -242,9 +242,11 @@ def run_size(
             }
         )
 
-        # ChromaDB HNSW, float32: the call page_hits makes (one query() for a batch).
+        # ChromaDB HNSW, float32: the call page_hits makes (one query() for a batch;
+        # distances only since 2026-11-27 12:00 — ids carry doc_id and page — where
+        # earlier runs measured it with metadatas too).
         col = ctx.vectors.collection(PAGES)
-        include = ["metadatas", "distances"]
+        include = ["distances"]
         col.query(query_embeddings=qv[:1], n_results=K, include=include)  # load
         found, lat = [], []
         for q in qv:
