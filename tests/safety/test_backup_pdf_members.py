@@ -25,9 +25,27 @@ def test_probe_tells_compressible_from_compressed(tmp_path: Path) -> None:
     assert not worth_compressing(text, "none")
 
 
+def test_probe_samples_the_whole_file_not_its_head(tmp_path: Path) -> None:
+    """A PDF's first pages say little about the rest: the probe reads slices throughout."""
+    text = b"the quick brown fox jumps over the lazy dog\n" * 2000  # ~88 KB, packs ~100x
+    noise = zlib.compress(os.urandom(2_000_000), 9)
+    head_only = tmp_path / "head.pdf"  # compressible head, incompressible body
+    head_only.write_bytes(text + noise)
+    body = tmp_path / "body.pdf"  # incompressible head, compressible body
+    body.write_bytes(noise[:200_000] + text * 20)
+    assert not worth_compressing(head_only, "zstd")
+    assert worth_compressing(body, "zstd")
+    tiny = tmp_path / "tiny.pdf"
+    tiny.write_bytes(text[:5000])
+    assert worth_compressing(tiny, "zstd")
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    assert not worth_compressing(empty, "zstd")
+
+
 def test_real_pdfs_are_stored_raw_and_restore_identically(lib) -> None:  # noqa: F811
     ctx = lib["ctx"]
-    src = corpus_pdf("plosone")
+    src = corpus_pdf("vespa")  # zstd saves under 5% of it
     ingest_pdf(ctx, src)
     m = engine_of(ctx).create("full")
     assert m.status == "completed" and m.verified, m.error

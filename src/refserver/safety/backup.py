@@ -45,6 +45,7 @@ from refserver.safety.archive import (
     worth_compressing,
     write_stream,
 )
+from refserver.safety.heap import long_lived_frozen
 from refserver.safety.manifest import (
     KINDS,
     Manifest,
@@ -63,6 +64,7 @@ from refserver.safety.verify import (
     check_member,
 )
 from refserver.storage.db import WritesPaused
+from refserver.storage.files import fsync_dir
 from refserver.storage.models import BackupRecord
 from refserver.storage.vectors import COLLECTIONS
 
@@ -253,6 +255,10 @@ class BackupEngine:
         if tier not in TIERS:
             raise BackupError(f"tier must be one of {', '.join(TIERS)}")
         progress = progress or _noop
+        if kind == "full" and not self.settings.chroma_host:
+            from refserver.safety.chroma_probe import warm_up
+
+            warm_up()  # no-op once the scheduler started it; else it starts beside the barrier
         with self.lock:
             parent_chain: list[Manifest] = []
             if kind == "incremental":
@@ -290,9 +296,10 @@ class BackupEngine:
             staging = self.layout.staging / m.id
             written: list[Path] = []
             try:
-                self._take(
-                    m, parent_chain, staging, written, progress, cancelled or (lambda: False)
-                )
+                with long_lived_frozen():  # no 100 ms GIL-holding full GC mid-backup
+                    self._take(
+                        m, parent_chain, staging, written, progress, cancelled or (lambda: False)
+                    )
             except Exception as exc:
                 log.exception("backup %s failed", m.id)
                 m.status = "failed"
@@ -580,7 +587,7 @@ class BackupEngine:
     def _store_blob(self, sha: str, src: Path, comp: str, level: int | None) -> Member:
         pcomp = comp if worth_compressing(src, comp) else "none"
         dest = self.layout.root / self.layout.blob_name(sha, pcomp)
-        w = compress_file(src, dest, pcomp, level=level)
+        w = compress_file(src, dest, pcomp, level=level, sync_dir=False)  # see _store_files
         if w.sha256 != sha:
             dest.unlink(missing_ok=True)
             raise BackupError(f"PDF {sha[:12]} in the file store does not match its name")
@@ -616,6 +623,14 @@ class BackupEngine:
                 strict=True,
             ):
                 members[sha] = mem
+        # One fsync per folder that gained a PDF (and of the folders above, which
+        # may have gained a folder), not one per PDF: the renames are durable
+        # before the manifest can say "completed".
+        for folder in sorted({(self.layout.root / members[s].name).parent for s in new}):
+            fsync_dir(folder)
+        if new:
+            fsync_dir(self.layout.files)
+            fsync_dir(self.layout.root)
         added = list(new)
         for sha in sorted(needed - set(linked)):
             existing = self.layout.existing_blob(sha)

@@ -559,6 +559,15 @@ class ProtectionScheduler:
             )
             log.exception("scheduler failed to start")
             return False
+        if not self.settings.chroma_host:
+            # Scheduled backups open their Chroma copy in a child forked from a
+            # server that has imported chromadb once (see safety.chroma_probe).
+            from refserver.safety.chroma_probe import warm_up
+
+            try:
+                warm_up()
+            except Exception:  # only makes the first check slower
+                log.warning("could not start the ChromaDB probe's fork server", exc_info=True)
         return True
 
     def _start_locked(self) -> None:

@@ -9,10 +9,7 @@ opens it (STACK.md) — and held the vector count the manifest records.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,23 +20,6 @@ from refserver.safety.archive import read_member
 from refserver.safety.manifest import Manifest, Member
 
 CHROMA_TIMEOUT_S = 300
-
-_CHROMA_PROBE = r"""
-import json, sys
-import chromadb
-from chromadb.config import Settings
-client = chromadb.PersistentClient(path=sys.argv[1], settings=Settings(anonymized_telemetry=False))
-out = {}
-for col in client.list_collections():
-    name = col if isinstance(col, str) else col.name
-    c = client.get_collection(name)
-    n = c.count()
-    if n:
-        first = c.get(limit=1, include=["embeddings"])
-        c.query(query_embeddings=[list(first["embeddings"][0])], n_results=1)
-    out[name] = n
-print(json.dumps(out))
-"""
 
 
 @dataclass
@@ -162,20 +142,9 @@ def chroma_counts_in_child(
         copy = folder if in_place else Path(scratch) / "chroma"
         if not in_place:
             shutil.copytree(folder, copy)
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHROMA_PROBE, str(copy)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    if proc.returncode != 0:
-        tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-        raise RuntimeError(f"opening the ChromaDB copy failed ({how}): {tail[0][:300]}")
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        raise RuntimeError("the ChromaDB probe printed no counts")
-    return {k: int(v) for k, v in json.loads(lines[-1]).items()}
+        from refserver.safety.chroma_probe import counts_in_child  # imports chromadb
+
+        return counts_in_child(copy, timeout)
 
 
 def check_chroma(folder: Path, expected: dict[str, int], *, in_place: bool = False) -> Check:
