@@ -175,3 +175,23 @@ def test_archive_limits(tmp_path: Path) -> None:
     with pytest.raises(UnsafeArchive):
         extract_tar(src, tmp_path / "c", "none", allowed_top=("chroma.sqlite3",))
     assert str(safe_name("a/b.bin")) == "a/b.bin"
+
+
+def test_a_member_of_several_zstd_frames_is_read_whole(tmp_path: Path) -> None:
+    """zstd's CLI may write several frames (e.g. a member recompressed by hand)."""
+    import hashlib
+
+    import zstandard
+
+    from refserver.safety.archive import open_reader, read_member
+
+    parts = [os.urandom(1000) * 50, b"second frame " * 3000]
+    member = tmp_path / "m.zst"
+    member.write_bytes(
+        b"".join(zstandard.ZstdCompressor(write_checksum=True).compress(p) for p in parts)
+    )
+    whole = b"".join(parts)
+    r = read_member(member, "zstd")
+    assert (r.size_raw, r.sha256) == (len(whole), hashlib.sha256(whole).hexdigest())
+    with open_reader(member, "zstd") as stream:
+        assert stream.read() == whole

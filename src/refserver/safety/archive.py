@@ -113,7 +113,9 @@ def open_reader(path: Path, compression: str) -> IO[bytes]:
     """A stream of the raw bytes of a stored member."""
     f = open(path, "rb")  # noqa: SIM115 - returned to the caller
     if compression == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
+        return zstandard.ZstdDecompressor().stream_reader(
+            f, closefd=True, read_across_frames=True
+        )
     if compression == "gzip":
         return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
     if compression == "none":
@@ -356,7 +358,10 @@ def read_member(
         stored = _HashingReader(f)
         buffered = io.BufferedReader(stored, CHUNK)
         if compression == "zstd":
-            reader: Any = zstandard.ZstdDecompressor().stream_reader(buffered, closefd=False)
+            # every frame: zstd's CLI may write several (e.g. a member recompressed by hand)
+            reader: Any = zstandard.ZstdDecompressor().stream_reader(
+                buffered, closefd=False, read_across_frames=True
+            )
         elif compression == "gzip":
             reader = gzip.GzipFile(fileobj=buffered, mode="rb")
         elif compression == "none":
@@ -436,7 +441,10 @@ def extract_tar(
         stored = _HashingReader(f)
         buffered = io.BufferedReader(stored, CHUNK)
         if compression == "zstd":
-            reader: Any = zstandard.ZstdDecompressor().stream_reader(buffered, closefd=False)
+            # every frame: zstd's CLI may write several (e.g. a member recompressed by hand)
+            reader: Any = zstandard.ZstdDecompressor().stream_reader(
+                buffered, closefd=False, read_across_frames=True
+            )
         elif compression == "gzip":
             reader = gzip.GzipFile(fileobj=buffered, mode="rb")
         else:
