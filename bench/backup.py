@@ -241,6 +241,12 @@ def main() -> None:
     ap.add_argument(
         "--level", type=int, default=None, help="REFSERVER_BACKUP_COMPRESSION_LEVEL to use."
     )
+    ap.add_argument(
+        "--more-incrementals",
+        type=int,
+        default=0,
+        help="Then take this many small incrementals, reporting the writer's stalls.",
+    )
     args = ap.parse_args()
     settings = make_settings(args.data / "data", backup_compression_level=args.level)
     reuse = args.reuse and settings.sqlite_path.exists()
@@ -351,6 +357,28 @@ def main() -> None:
         inc = timed("incremental", kind="incremental")
         res["incremental"]["share_of_full"] = round(inc.size_compressed / full.size_compressed, 4)
         res["incremental"]["changed_pages"] = inc.sqlite.get("changed_pages")
+        if args.more_incrementals:
+            # The writer-stall target is about the worst case: a series of small
+            # incrementals (3 new papers each), each with the writer running.
+            stalls: list[float] = []
+            for i in range(args.more_incrementals):
+                build(
+                    ctx, 3, args.pages, args.pdf_kb, real_vectors(), start=args.papers + n + 3 * i
+                )
+                subprocess.run(["sync"], check=True)
+                time.sleep(1)
+                with Writer(ctx) as w:
+                    inc = engine.create(kind="incremental")
+                assert inc.status == "completed", inc.error
+                stalls.append(round(w.worst * 1000, 1))
+            stalls.sort()
+            res["incremental_series"] = {
+                "runs": len(stalls),
+                "writer_worst_ms_median": stalls[len(stalls) // 2],
+                "writer_worst_ms_max": stalls[-1],
+                "over_100_ms": sum(x > 100 for x in stalls),
+            }
+            print("incremental series", res["incremental_series"])
 
         settle()
         t = time.perf_counter()
