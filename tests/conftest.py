@@ -92,6 +92,17 @@ def wait_job(
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
 
 
+def ingest_pdf(ctx: Any, path: Path) -> str:
+    """Ingest one PDF through the real pipeline (validate, extract, embed, store)."""
+    from refserver.ingest.intake import stage_path, submit
+
+    sub = submit(ctx, stage_path(ctx, path), enqueue=False)
+    ctx.pipeline.run_job(sub.job_id)
+    job = ctx.jobs.get(sub.job_id)
+    assert job.status == "completed", job.error_message
+    return job.paper_id
+
+
 def make_text_pdf(path: Path, pages: list[str], *, title: str | None = None) -> Path:
     """A born-digital PDF with the given page texts (PyMuPDF)."""
     doc = pymupdf.open()

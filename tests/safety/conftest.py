@@ -12,7 +12,7 @@ from sqlalchemy import select
 from refserver.storage.library import PageInput, PaperInput
 from refserver.storage.models import Paper, Vector
 from refserver.storage.vectors import PAGES, PAPERS
-from tests.conftest import make_text_pdf
+from tests.conftest import ingest_pdf, make_text_pdf  # noqa: F401  (ingest_pdf: re-exported)
 
 WORDS = [
     "beam",
@@ -35,17 +35,6 @@ WORDS = [
     "undulator",
     "vacuum",
 ]
-
-
-def ingest_pdf(ctx: Any, path: Path) -> str:
-    """Ingest one PDF through the real pipeline (validate, extract, embed, store)."""
-    from refserver.ingest.intake import stage_path, submit
-
-    sub = submit(ctx, stage_path(ctx, path), enqueue=False)
-    ctx.pipeline.run_job(sub.job_id)
-    job = ctx.jobs.get(sub.job_id)
-    assert job.status == "completed", job.error_message
-    return job.paper_id
 
 
 def synthetic_pdf(tmp: Path, i: int, pages: int = 1) -> Path:

@@ -31,7 +31,7 @@ from refserver.search.requantize import requantize, storage_stats
 from refserver.search.semantic import page_hits
 from refserver.storage.models import Vector
 from refserver.storage.vectors import PAGES, PAPERS
-from tests.conftest import make_settings, make_text_pdf
+from tests.conftest import ingest_pdf, make_settings, make_text_pdf
 from tests.search.conftest import TOPICS, add_paper
 
 
@@ -142,16 +142,6 @@ def test_migration_marks_existing_rows_float32_and_guards_its_downgrade(tmp_path
 PDF_TOPICS = TOPICS[:4]
 
 
-def _ingest(ctx: Any, path: Path) -> str:
-    from refserver.ingest.intake import stage_path, submit
-
-    sub = submit(ctx, stage_path(ctx, path), enqueue=False)
-    ctx.pipeline.run_job(sub.job_id)
-    job = ctx.jobs.get(sub.job_id)
-    assert job.status == "completed", job.error_message
-    return job.paper_id
-
-
 def _pdfs(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -167,7 +157,7 @@ def _library(tmp_path: Path, storage: str) -> tuple[Any, dict[str, str]]:
     ctx = AppContext(make_settings(tmp_path / storage, vector_storage=storage))
     titles = {}
     for t, pdf in zip(PDF_TOPICS, _pdfs(tmp_path / f"pdfs-{storage}"), strict=True):
-        titles[_ingest(ctx, pdf)] = t["title"]
+        titles[ingest_pdf(ctx, pdf)] = t["title"]
     return ctx, titles
 
 
