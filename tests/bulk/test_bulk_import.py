@@ -228,3 +228,48 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         assert not list(ctx.settings.staging_dir.iterdir())
     finally:
         ctx.close()
+
+
+OWNER = """
+import multiprocessing.forkserver, sys, time
+sys.path.insert(0, {root!r})
+from refserver.ingest.bulk import _make_pool
+if __name__ == "__main__":
+    pool = _make_pool(2)
+    list(pool.map(time.sleep, [0.5, 0.5]))  # both workers started
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    print(" ".join(str(p) for p in [server, *pool._processes]), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is pending
+
+
+def test_kill_9_of_the_owner_ends_its_workers_and_fork_server() -> None:
+    """No orphans: the workers (and the fork server they keep alive) follow their import."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OWNER.format(root=str(ROOT))],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    pids = [int(x) for x in line.split()]
+    assert len(pids) == 3, (line, proc.stderr.read().decode()[-2000:] if proc.stderr else "")
+    assert all(_alive(p) for p in pids)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    for p in left:  # do not leave them behind even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"still running after the owner's kill -9: {left}"

@@ -30,6 +30,7 @@ import json
 import logging
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import threading
@@ -205,10 +206,40 @@ class BulkReport:
 # --------------------------------------------------------------------------------------
 # Worker side: pure functions of a PDF (no SQLite, no ChromaDB)
 # --------------------------------------------------------------------------------------
-def _init_worker() -> None:
+def _init_worker(owner_pid: int) -> None:
     """Ctrl-C is for the parent: it stops dispatching and leaves the batch resumable."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("pymupdf").setLevel(logging.ERROR)
+    _exit_with(owner_pid)
+
+
+def _exit_with(owner_pid: int) -> None:
+    """End this worker when the import that owns it dies, even by ``kill -9``.
+
+    A worker's parent is the fork server, not the import, and it holds the write
+    end of its own task queue, so an orphaned worker would wait on that queue
+    forever — and keep the fork server alive, which lives while any of its
+    children does. A daemon thread waits on a pidfd of the owner (no polling).
+    """
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(owner_pid)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):  # no pidfd (not Linux): poll once a second
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(owner_pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                except PermissionError:
+                    continue
+        select.select([fd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
 
 def extract_file(path: str, doc_id: str, opts: dict[str, Any]) -> dict[str, Any]:
@@ -640,7 +671,9 @@ def _make_pool(workers: int) -> Executor:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-extract")
     # forkserver: never fork this multi-threaded process (ONNX, Chroma threads).
     mp = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_init_worker)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp, initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
 def _embedder_for(ctx: AppContext, threads: int) -> Any:
