@@ -6,7 +6,7 @@ import os
 import zlib
 from pathlib import Path
 
-from refserver.safety.archive import worth_compressing
+from refserver.safety.archive import copy_file, worth_compressing
 from refserver.safety.backup import engine_of
 from refserver.safety.restore import restore
 from refserver.storage.files import sha256_file
@@ -58,3 +58,51 @@ def test_real_pdfs_are_stored_raw_and_restore_identically(lib) -> None:  # noqa:
     restore(engine_of(ctx), m.id)
     stored = dict(ctx.files.iter_files())
     assert sha256_file(stored[files[0].sha256]) == sha256_file(src)
+
+
+def test_a_damaged_pdf_in_the_file_store_fails_the_backup(lib) -> None:  # noqa: F811
+    """The one hash of a PDF stored raw (its copy read back from the disk) catches bit rot
+    in the live file store: the backup fails and keeps no blob under the wrong name."""
+    ctx = lib["ctx"]
+    src = corpus_pdf("vespa")
+    ingest_pdf(ctx, src)
+    sha = sha256_file(src)
+    path = ctx.files.path_for(sha)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    os.chmod(path, 0o644)
+    path.write_bytes(bytes(data))
+    engine = engine_of(ctx)
+    m = engine.create("full")
+    assert m.status == "failed" and not m.verified
+    assert "does not match its name" in (m.error or "")
+    assert not list(engine.layout.files.glob(f"*/{sha}*"))
+
+
+def test_copy_file_reads_the_copy_back(tmp_path: Path) -> None:
+    src = tmp_path / "a.pdf"
+    src.write_bytes(os.urandom(3_000_000))
+    w = copy_file(src, tmp_path / "store" / "a.pdf")
+    assert (tmp_path / "store" / "a.pdf").read_bytes() == src.read_bytes()
+    assert w.sha256 == w.sha256_stored == sha256_file(src)
+    assert w.size_raw == w.size_compressed == 3_000_000
+    assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".part-")]
+
+
+def test_stored_blobs_scan_agrees_with_existing_blob(lib) -> None:  # noqa: F811
+    ctx = lib["ctx"]
+    for name in ("vespa",):
+        ingest_pdf(ctx, corpus_pdf(name))
+    engine = engine_of(ctx)
+    assert engine.create("full").status == "completed"
+    layout = engine.layout
+    (layout.files / "ab").mkdir(exist_ok=True)
+    (layout.files / "ab" / ".part-xyz").write_bytes(b"half written")
+    (layout.files / "ab" / ("ab" + "0" * 62 + ".pdf.gz")).write_bytes(b"x")
+    (layout.files / "ab" / ("ab" + "0" * 62 + ".pdf")).write_bytes(b"x")
+    scanned = layout.stored_blobs()
+    assert scanned, "the full stored its PDF"
+    for sha, found in scanned.items():
+        assert layout.existing_blob(sha) == found
+    assert scanned["ab" + "0" * 62][1] == "gzip"  # preferred over the raw copy
+    assert not any(".part-" in name for name, _ in scanned.values())

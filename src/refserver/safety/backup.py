@@ -39,6 +39,7 @@ from refserver.safety.archive import (
     DEFAULT_LEVEL,
     SUFFIX,
     compress_file,
+    copy_file,
     open_reader,
     read_member,
     tar_folder,
@@ -64,7 +65,7 @@ from refserver.safety.verify import (
     check_member,
 )
 from refserver.storage.db import WritesPaused
-from refserver.storage.files import fsync_dir
+from refserver.storage.files import fsync_dir, sha256_file
 from refserver.storage.models import BackupRecord
 from refserver.storage.vectors import COLLECTIONS
 
@@ -119,6 +120,32 @@ class Layout:
     def blob_name(self, sha: str, compression: str) -> str:
         return f"files/{sha[:2]}/{sha}.pdf{SUFFIX[compression]}"
 
+    def stored_blobs(self) -> dict[str, tuple[str, str]]:
+        """sha → (relative name, compression) of every stored PDF, from one folder scan.
+
+        Under the barrier a stat per name and compression (three per PDF) of a
+        new library's thousands of PDFs was most of the writer's wait.
+        """
+        order = ("zstd", "gzip", "none")  # existing_blob()'s preference
+        by_suffix = {f".pdf{SUFFIX[c]}": c for c in order}
+        out: dict[str, tuple[str, str]] = {}
+        if not self.files.is_dir():
+            return out
+        for sub in os.scandir(self.files):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(sub.path):
+                sha, dot, rest = entry.name.partition(".")
+                comp = by_suffix.get(dot + rest)
+                if comp is None or entry.name.startswith(".part-"):
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                prior = out.get(sha)
+                if prior is None or order.index(comp) < order.index(prior[1]):
+                    out[sha] = (f"files/{sub.name}/{entry.name}", comp)
+        return out
+
     def existing_blob(self, sha: str) -> tuple[str, str] | None:
         """(relative name, compression) of a stored PDF, whatever its compression."""
         for comp in ("zstd", "gzip", "none"):
@@ -142,6 +169,7 @@ class BackupEngine:
         self.layout.ensure()
         self.lock = threading.RLock()  # one backup/restore/prune at a time per process
         self._pool: ThreadPoolExecutor | None = None  # checks of the backup being taken
+        self._read_back: set[str] = set()  # members verified from the disk as written
 
     # --- listing ---------------------------------------------------------------------
     def manifests(self) -> list[Manifest]:
@@ -352,6 +380,7 @@ class BackupEngine:
         # process do not hold the GIL): quick/integrity check, Chroma opened.
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-verify")
         self._pool = pool
+        self._read_back = set()
         io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-io")
         src = sp.SourceSnapshot(self.settings.sqlite_path)
         fut_db: Future | None = None
@@ -366,6 +395,8 @@ class BackupEngine:
                 for name in COLLECTIONS:
                     ctx.vectors.count(name)
             src.settle()
+            # Only backups add PDFs to the store, one at a time (self.lock): scan it now.
+            stored = self.layout.stored_blobs() if m.kind != "snapshot" else {}
             t0 = time.monotonic()
             with ctx.db.barrier():
                 generation = src.begin_frozen()
@@ -373,7 +404,7 @@ class BackupEngine:
                     hashes = {
                         r[0] for r in src.conn.execute("SELECT DISTINCT file_sha256 FROM papers")
                     }
-                    linked = self._stage_new_files(hashes, staging / "files", m)
+                    linked = self._stage_new_files(hashes, staging / "files", m, stored)
                     if m.kind == "full":
                         chroma_copy, chroma_counts = self._copy_chroma(staging / "chroma", m)
             m.barrier_ms = round((time.monotonic() - t0) * 1000, 2)
@@ -537,22 +568,24 @@ class BackupEngine:
         m.verified = True
         m.verified_at = now_iso()
 
-    def _stage_new_files(self, hashes: set[str], dest: Path, m: Manifest) -> dict[str, Path]:
+    def _stage_new_files(
+        self, hashes: set[str], dest: Path, m: Manifest, stored: dict[str, tuple[str, str]]
+    ) -> dict[str, Path]:
         """Hard-link (under the barrier) PDFs no backup holds yet: a delete can't take them."""
         out: dict[str, Path] = {}
         files = self.ctx.files
+        dest.mkdir(parents=True, exist_ok=True)
         for sha in sorted(hashes):
-            if self.layout.existing_blob(sha):
+            if sha in stored:
                 continue
             src = files.path_for(sha)
-            if not src.exists():
-                m.notes.append(f"PDF {sha} is referenced but missing from the file store")
-                continue
-            dest.mkdir(parents=True, exist_ok=True)
             target = dest / sha
             try:
                 os.link(src, target)
-            except OSError:
+            except FileNotFoundError:
+                m.notes.append(f"PDF {sha} is referenced but missing from the file store")
+                continue
+            except OSError:  # another file system, or no hard links: a copy
                 shutil.copy2(src, target)
             out[sha] = target
         return out
@@ -585,11 +618,19 @@ class BackupEngine:
         return check_chroma(folder, counts, in_place=True)
 
     def _store_blob(self, sha: str, src: Path, comp: str, level: int | None) -> Member:
+        """Store one PDF; an uncompressed one is read back from the disk here (verified)."""
         pcomp = comp if worth_compressing(src, comp) else "none"
         dest = self.layout.root / self.layout.blob_name(sha, pcomp)
-        w = compress_file(src, dest, pcomp, level=level, sync_dir=False)  # see _store_files
+        if pcomp == "none":
+            w = copy_file(src, dest, sync_dir=False)  # see _store_files
+        else:
+            w = compress_file(src, dest, pcomp, level=level, sync_dir=False)
         if w.sha256 != sha:
             dest.unlink(missing_ok=True)
+            if pcomp == "none" and sha256_file(src) == sha:
+                raise BackupError(
+                    f"PDF {sha[:12]} read back from the backup differs from its source"
+                )
             raise BackupError(f"PDF {sha[:12]} in the file store does not match its name")
         return self._member(dest, "file", w, pcomp)
 
@@ -661,8 +702,11 @@ class BackupEngine:
         return Member(name, "file", r.size_raw, r.size_compressed, r.sha256, comp, r.sha256_stored)
 
     def _member(self, path: Path, role: str, w: Any, comp: str) -> Member:
+        name = path.relative_to(self.layout.root).as_posix()
+        if getattr(w, "read_back", False):
+            self._read_back.add(name)
         return Member(
-            name=path.relative_to(self.layout.root).as_posix(),
+            name=name,
             role=role,
             size_raw=w.size_raw,
             size_compressed=w.size_compressed,
@@ -672,16 +716,19 @@ class BackupEngine:
         )
 
     def _verify_fresh(self, m: Manifest, fut_db: Future, fut_chroma: Future | None) -> VerifyResult:
-        """Verify a just-written backup: members re-read; the staged copies they equal checked.
+        """Verify a just-written backup: every member read back; the staged copies checked.
 
-        The staged database and Chroma folder are what the members decompress to
-        (their SHA-256 is re-read from the stored members here), so checking the
-        staged copies checks the backup.
+        Members were read back from the disk while they were written (after an
+        fsync and a page-cache drop: ``archive._ReadBack``, ``archive.copy_file``),
+        their stored bytes hashed and decoded, so here each one is only found in
+        place at its size; a member written another way is re-read now. The
+        staged database and Chroma folder are what the members decode to, so
+        checking the staged copies checks the backup.
         """
         result = VerifyResult(m.id)
         added = set(m.files_added)
-        own = [x for x in m.members if x.role != "file"]
-        files = [x for x in m.members if x.role == "file" and x.sha256 in added]
+        # this backup's own members, and the PDFs it stored (others were stored before)
+        own = [x for x in m.members if x.role != "file" or x.sha256 in added]
         for mem in m.members:
             if mem.role == "file" and mem.sha256 not in added:
                 path = self.layout.root / mem.name
@@ -689,12 +736,25 @@ class BackupEngine:
                     result.add(f"member:{mem.name}", False, "shared PDF missing or resized")
         pool = self._pool
         assert pool is not None
-        member_futs = [pool.submit(check_member, self.layout.root, x, fresh=True) for x in own]
-        file_futs = [pool.submit(check_member, self.layout.root, x, fresh=True) for x in files]
-        result.checks.extend(f.result() for f in member_futs)
-        if files:
-            bad = [x.name for x, f in zip(files, file_futs, strict=True) if not f.result().ok]
-            result.add("files", not bad, "; ".join(bad[:5]) or f"{len(files)} new PDF(s) re-read")
+        later = [x for x in own if x.name not in self._read_back]
+        futs = [pool.submit(check_member, self.layout.root, x, fresh=True) for x in later]
+        bad: list[str] = []
+        for x in own:
+            if x.name in self._read_back:
+                path = self.layout.root / x.name
+                if not (path.is_file() and path.stat().st_size == x.size_compressed):
+                    bad.append(f"{x.name}: missing or resized after it was read back")
+        for x, f in zip(later, futs, strict=True):
+            c = f.result()
+            if not c.ok:
+                bad.append(f"{x.name}: {c.detail}")
+        result.add(
+            "members",
+            not bad,
+            "; ".join(bad[:5])
+            or f"{len(own)} member(s) read back from the disk and decoded"
+            f" ({len(own) - len(later)} as they were written)",
+        )
         ok, pragma, msg = fut_db.result()
         result.add(f"sqlite:{pragma}", ok, msg)
         if fut_chroma is not None:
