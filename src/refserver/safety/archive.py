@@ -62,9 +62,10 @@ class Written:
 class _HashingWriter(io.RawIOBase):
     """Counts and hashes what passes through to ``out``."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], hashing: bool = True) -> None:
         self.out = out
         self.h = hashlib.sha256()
+        self.hashing = hashing
         self.n = 0
 
     def writable(self) -> bool:
@@ -72,7 +73,8 @@ class _HashingWriter(io.RawIOBase):
 
     def write(self, b: Any) -> int:
         mv = memoryview(b)
-        self.h.update(mv)
+        if self.hashing:
+            self.h.update(mv)
         self.n += len(mv)
         self.out.write(mv)
         return len(mv)
@@ -203,15 +205,24 @@ class _ReadBack:
             except BaseException as exc:
                 self.error = exc
 
-    def finish(self, size_stored: int, sha_stored: str, size_raw: int) -> None:
+    def finish(self, size_stored: int, sha_stored: str | None, size_raw: int) -> str:
+        """The SHA-256 of the stored bytes as read back; raises if they are not right.
+
+        ``sha_stored=None`` (a compressed member): the decoder's checksum of the
+        content proves the stored bytes, which were then not hashed on the way out.
+        """
         self.q.put(None)
         self.thread.join()
         if self.error is not None:
             raise OSError(f"member could not be read back: {self.error}") from self.error
-        if self.stored != size_stored or self.h.hexdigest() != sha_stored:
+        digest = self.h.hexdigest()
+        if self.stored != size_stored or (sha_stored is not None and digest != sha_stored):
             raise OSError("member read back from the disk differs from what was written")
         if self.decoder is not None and (not self.decoder.eof or self.raw != size_raw):
             raise OSError(f"member decodes to {self.raw} of {size_raw} bytes or is cut short")
+        if sha_stored is None and self.decoder is None:
+            raise ValueError("an uncompressed member needs the SHA-256 it was written with")
+        return digest
 
     def abort(self) -> None:
         self.error = self.error or RuntimeError("aborted")
@@ -253,14 +264,15 @@ class _AtomicOut:
         os.fsync(self.f.fileno())
         drop_cache(self.f.fileno())
 
-    def verify_read_back(self, size_stored: int, sha_stored: str, size_raw: int) -> None:
-        """The last range read back; raises unless the disk gave back what was written."""
+    def verify_read_back(self, size_stored: int, sha_stored: str | None, size_raw: int) -> str:
+        """The last range read back; the stored SHA-256 unless the disk gave back
+        something else than was written (see :meth:`_ReadBack.finish`)."""
         assert self.read_back is not None
         self.f.flush()
         self.read_back.hand_over(self.handed, self.n, final=True)
         self.handed = self.n
         rb, self.read_back = self.read_back, None
-        rb.finish(size_stored, sha_stored, size_raw)
+        return rb.finish(size_stored, sha_stored, size_raw)
 
     def commit(self, synced: bool = False) -> None:
         """``synced``: durable already (no second fsync, which costs a device cache
@@ -293,17 +305,19 @@ def write_stream(
     member: kept out of the page cache, see :func:`drop_cache`)."""
     out = _AtomicOut(dest, sync_dir, read_back=compression)
     try:
-        stored = _HashingWriter(out)  # type: ignore[arg-type]
         if compression == "none":  # stored bytes are the raw bytes: hash them once
+            stored = _HashingWriter(out)  # type: ignore[arg-type]
             produce(stored)  # type: ignore[arg-type]
             raw = stored
+            stored_sha = out.verify_read_back(stored.n, stored.h.hexdigest(), raw.n)
         else:
+            # the stored bytes are hashed as read back: decoding them proves them
+            stored = _HashingWriter(out, hashing=False)  # type: ignore[arg-type]
             comp = _compressing_writer(stored, compression, size_hint, level)
             raw = _HashingWriter(comp)
             produce(raw)  # type: ignore[arg-type]
             comp.close()
-        stored_sha = stored.h.hexdigest()
-        out.verify_read_back(stored.n, stored_sha, raw.n)
+            stored_sha = out.verify_read_back(stored.n, None, raw.n)
         out.commit(synced=True)
     except BaseException:
         out.abort()
@@ -420,11 +434,12 @@ def copy_file(src: Path, dest: Path, sync_dir: bool = True) -> Written:
         h = hashlib.sha256()
         n = 0
         buf = bytearray(CHUNK)
-        with open(out.tmp, "rb", buffering=0) as back:
-            while k := back.readinto(buf):
-                h.update(memoryview(buf)[:k])
-                n += k
-            drop_cache(back.fileno())
+        view = memoryview(buf)
+        fd = out.f.fileno()  # opened read-write: no second open to read it back
+        while k := os.preadv(fd, [buf], n):
+            h.update(view[:k])
+            n += k
+        drop_cache(fd)
         out.commit(synced=True)
     except BaseException:
         out.abort()
