@@ -106,3 +106,19 @@ def test_stored_blobs_scan_agrees_with_existing_blob(lib) -> None:  # noqa: F811
         assert layout.existing_blob(sha) == found
     assert scanned["ab" + "0" * 62][1] == "gzip"  # preferred over the raw copy
     assert not any(".part-" in name for name, _ in scanned.values())
+
+
+def test_copy_file_without_copy_file_range_or_preadv(tmp_path: Path, monkeypatch) -> None:
+    """Other file systems (EXDEV) and platforms (no preadv): the same copy, read back."""
+    import errno
+
+    def refuse(*_a: object) -> int:
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    monkeypatch.delattr(os, "preadv")
+    src = tmp_path / "b.pdf"
+    src.write_bytes(os.urandom(5_000_001))
+    w = copy_file(src, tmp_path / "store" / "b.pdf")
+    assert (tmp_path / "store" / "b.pdf").read_bytes() == src.read_bytes()
+    assert w.sha256 == sha256_file(src) and w.size_raw == 5_000_001

@@ -146,6 +146,18 @@ def drop_cache(fd: int, offset: int = 0, length: int = 0) -> None:
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """``os.preadv`` where the platform has it (Linux), else ``os.pread``."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[: len(data)] = data
+    return len(data)
+
+
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has only fsync
+
+
 def _decoder(compression: str) -> Any:
     """A streaming decoder that checks the stream's own content checksum at its end."""
     if compression == "zstd":
@@ -189,11 +201,11 @@ class _ReadBack:
                 continue  # keep draining so the writer never blocks
             start, end, final = item
             try:
-                (os.fsync if final else os.fdatasync)(self.fd)
+                (os.fsync if final else _fdatasync)(self.fd)
                 drop_cache(self.fd, start, end - start)
                 off = start
                 while off < end:
-                    k = os.preadv(self.fd, [view[: min(len(buf), end - off)]], off)
+                    k = _pread_into(self.fd, view[: min(len(buf), end - off)], off)
                     if k <= 0:
                         raise OSError(f"ends at {off} of {end} bytes written")
                     self.h.update(view[:k])
@@ -425,7 +437,7 @@ def copy_file(src: Path, dest: Path, sync_dir: bool = True) -> Written:
                     if n == 0:
                         break
                     done += n
-            except OSError:  # a file system without it: copy through user space
+            except (OSError, AttributeError):  # no copy_file_range here: through user space
                 f.seek(0)
                 os.lseek(out.f.fileno(), 0, os.SEEK_SET)
                 os.ftruncate(out.f.fileno(), 0)
@@ -436,7 +448,7 @@ def copy_file(src: Path, dest: Path, sync_dir: bool = True) -> Written:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         fd = out.f.fileno()  # opened read-write: no second open to read it back
-        while k := os.preadv(fd, [buf], n):
+        while k := _pread_into(fd, view, n):
             h.update(view[:k])
             n += k
         drop_cache(fd)
