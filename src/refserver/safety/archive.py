@@ -270,11 +270,12 @@ class _AtomicOut:
             self.handed = self.n
         return n
 
-    def sync_and_drop(self) -> None:
-        """Make the temp file durable and forget its pages."""
+    def sync_and_drop(self, drop: bool = True) -> None:
+        """Make the temp file durable and (``drop``) forget its pages."""
         self.f.flush()
         os.fsync(self.f.fileno())
-        drop_cache(self.f.fileno())
+        if drop:
+            drop_cache(self.f.fileno())
 
     def verify_read_back(self, size_stored: int, sha_stored: str | None, size_raw: int) -> str:
         """The last range read back; the stored SHA-256 unless the disk gave back
@@ -290,7 +291,8 @@ class _AtomicOut:
         """``synced``: durable already (no second fsync, which costs a device cache
         flush on ext4 even for a clean file)."""
         if not synced:
-            self.sync_and_drop()
+            # a restored file is about to be served: its pages stay cached
+            self.sync_and_drop(drop=False)
         self.f.close()
         os.replace(self.tmp, self.dest)
         if self.sync_dir:
