@@ -155,6 +155,20 @@ def _pread_into(fd: int, view: memoryview, offset: int) -> int:
     return len(data)
 
 
+def _read_range(fd: int, view: memoryview, start: int, end: int | None) -> Iterator[memoryview]:
+    """The bytes of ``fd`` from ``start`` to ``end`` (``None``: to its end), a buffer at a time."""
+    off = start
+    while end is None or off < end:
+        want = len(view) if end is None else min(len(view), end - off)
+        k = _pread_into(fd, view[:want], off)
+        if k <= 0:
+            if end is None:
+                return
+            raise OSError(f"ends at {off} of {end} bytes written")
+        yield view[:k]
+        off += k
+
+
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has only fsync
 
 
@@ -194,8 +208,7 @@ class _ReadBack:
         self.q.put((start, end, final))
 
     def _run(self) -> None:
-        buf = bytearray(CHUNK * 4)
-        view = memoryview(buf)
+        view = memoryview(bytearray(CHUNK * 4))
         while (item := self.q.get()) is not None:
             if self.error is not None:
                 continue  # keep draining so the writer never blocks
@@ -203,15 +216,10 @@ class _ReadBack:
             try:
                 (os.fsync if final else _fdatasync)(self.fd)
                 drop_cache(self.fd, start, end - start)
-                off = start
-                while off < end:
-                    k = _pread_into(self.fd, view[: min(len(buf), end - off)], off)
-                    if k <= 0:
-                        raise OSError(f"ends at {off} of {end} bytes written")
-                    self.h.update(view[:k])
+                for piece in _read_range(self.fd, view, start, end):
+                    self.h.update(piece)
                     if self.decoder is not None:
-                        self.raw += len(self.decoder.decompress(view[:k]))
-                    off += k
+                        self.raw += len(self.decoder.decompress(piece))
                 drop_cache(self.fd, start, end - start)  # the reads cached it again
                 self.stored = end
             except BaseException as exc:
@@ -447,12 +455,10 @@ def copy_file(src: Path, dest: Path, sync_dir: bool = True) -> Written:
         out.sync_and_drop()
         h = hashlib.sha256()
         n = 0
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         fd = out.f.fileno()  # opened read-write: no second open to read it back
-        while k := _pread_into(fd, view, n):
-            h.update(view[:k])
-            n += k
+        for piece in _read_range(fd, memoryview(bytearray(CHUNK)), 0, None):
+            h.update(piece)
+            n += len(piece)
         drop_cache(fd)
         out.commit(synced=True)
     except BaseException:

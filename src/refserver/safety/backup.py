@@ -62,7 +62,6 @@ from refserver.safety.verify import (
     Check,
     VerifyResult,
     check_chroma,
-    check_member,
 )
 from refserver.storage.db import WritesPaused
 from refserver.storage.files import fsync_dir, sha256_file
@@ -74,6 +73,7 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, float], None]
 FILE_THREADS = 4  # PDFs stored at once during a backup (syscall-bound, measured best)
 TIERS = ("daily", "weekly", "incremental", "snapshots")
+BLOB_ORDER = ("zstd", "gzip", "none")  # which stored copy of a PDF counts, if there are two
 
 
 class BackupError(RuntimeError):
@@ -126,8 +126,7 @@ class Layout:
         Under the barrier a stat per name and compression (three per PDF) of a
         new library's thousands of PDFs was most of the writer's wait.
         """
-        order = ("zstd", "gzip", "none")  # existing_blob()'s preference
-        by_suffix = {f".pdf{SUFFIX[c]}": c for c in order}
+        by_suffix = {f".pdf{SUFFIX[c]}": c for c in BLOB_ORDER}
         out: dict[str, tuple[str, str]] = {}
         if not self.files.is_dir():
             return out
@@ -142,13 +141,13 @@ class Layout:
                 if not entry.is_file(follow_symlinks=False):
                     continue
                 prior = out.get(sha)
-                if prior is None or order.index(comp) < order.index(prior[1]):
+                if prior is None or BLOB_ORDER.index(comp) < BLOB_ORDER.index(prior[1]):
                     out[sha] = (f"files/{sub.name}/{entry.name}", comp)
         return out
 
     def existing_blob(self, sha: str) -> tuple[str, str] | None:
         """(relative name, compression) of a stored PDF, whatever its compression."""
-        for comp in ("zstd", "gzip", "none"):
+        for comp in BLOB_ORDER:
             name = self.blob_name(sha, comp)
             if (self.root / name).is_file():
                 return name, comp
@@ -169,7 +168,6 @@ class BackupEngine:
         self.layout.ensure()
         self.lock = threading.RLock()  # one backup/restore/prune at a time per process
         self._pool: ThreadPoolExecutor | None = None  # checks of the backup being taken
-        self._read_back: set[str] = set()  # members verified from the disk as written
 
     # --- listing ---------------------------------------------------------------------
     def manifests(self) -> list[Manifest]:
@@ -380,7 +378,6 @@ class BackupEngine:
         # process do not hold the GIL): quick/integrity check, Chroma opened.
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-verify")
         self._pool = pool
-        self._read_back = set()
         io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-io")
         src = sp.SourceSnapshot(self.settings.sqlite_path)
         fut_db: Future | None = None
@@ -702,11 +699,8 @@ class BackupEngine:
         return Member(name, "file", r.size_raw, r.size_compressed, r.sha256, comp, r.sha256_stored)
 
     def _member(self, path: Path, role: str, w: Any, comp: str) -> Member:
-        name = path.relative_to(self.layout.root).as_posix()
-        if getattr(w, "read_back", False):
-            self._read_back.add(name)
         return Member(
-            name=name,
+            name=path.relative_to(self.layout.root).as_posix(),
             role=role,
             size_raw=w.size_raw,
             size_compressed=w.size_compressed,
@@ -718,42 +712,33 @@ class BackupEngine:
     def _verify_fresh(self, m: Manifest, fut_db: Future, fut_chroma: Future | None) -> VerifyResult:
         """Verify a just-written backup: every member read back; the staged copies checked.
 
-        Members were read back from the disk while they were written (after an
+        Every member was read back from the disk while it was written (after an
         fsync and a page-cache drop: ``archive._ReadBack``, ``archive.copy_file``),
-        their stored bytes hashed and decoded, so here each one is only found in
-        place at its size; a member written another way is re-read now. The
-        staged database and Chroma folder are what the members decode to, so
-        checking the staged copies checks the backup.
+        its stored bytes hashed and decoded, so here each one is only found in
+        place at its size. The staged database and Chroma folder are what the
+        members decode to, so checking the staged copies checks the backup.
         """
         result = VerifyResult(m.id)
         added = set(m.files_added)
-        # this backup's own members, and the PDFs it stored (others were stored before)
-        own = [x for x in m.members if x.role != "file" or x.sha256 in added]
         for mem in m.members:
             if mem.role == "file" and mem.sha256 not in added:
                 path = self.layout.root / mem.name
                 if not (path.is_file() and path.stat().st_size == mem.size_compressed):
                     result.add(f"member:{mem.name}", False, "shared PDF missing or resized")
-        pool = self._pool
-        assert pool is not None
-        later = [x for x in own if x.name not in self._read_back]
-        futs = [pool.submit(check_member, self.layout.root, x, fresh=True) for x in later]
-        bad: list[str] = []
-        for x in own:
-            if x.name in self._read_back:
-                path = self.layout.root / x.name
-                if not (path.is_file() and path.stat().st_size == x.size_compressed):
-                    bad.append(f"{x.name}: missing or resized after it was read back")
-        for x, f in zip(later, futs, strict=True):
-            c = f.result()
-            if not c.ok:
-                bad.append(f"{x.name}: {c.detail}")
+        # this backup's own members, and the PDFs it stored (others were stored before)
+        own = [x for x in m.members if x.role != "file" or x.sha256 in added]
+        bad = [
+            f"{x.name}: missing or resized after it was read back"
+            for x in own
+            if not (
+                (path := self.layout.root / x.name).is_file()
+                and path.stat().st_size == x.size_compressed
+            )
+        ]
         result.add(
             "members",
             not bad,
-            "; ".join(bad[:5])
-            or f"{len(own)} member(s) read back from the disk and decoded"
-            f" ({len(own) - len(later)} as they were written)",
+            "; ".join(bad[:5]) or f"{len(own)} member(s) read back from the disk and decoded",
         )
         ok, pragma, msg = fut_db.result()
         result.add(f"sqlite:{pragma}", ok, msg)
