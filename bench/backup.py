@@ -5,8 +5,9 @@ Zipf-distributed pseudo-word text, ~like real text for compression) and vectors
 (384-d float32, clustered around real model embeddings of corpus passages like
 real embeddings are) are bulk-inserted through SQLAlchemy Core in the write path, the
 vectors are upserted into the real ChromaDB, and each paper gets a "PDF" of random
-(incompressible, like real PDF streams) bytes. No FTS rows (papers_fts) are
-written. Baseline in the same run: ``cp -r`` of the same bytes (warm cache).
+(incompressible, like real PDF streams) bytes. Every paper is in the full-text
+index, as after ingest: its metadata row in ``papers_fts`` and its pages in
+``pages_fts`` (by the ``pages`` triggers). Baseline in the same run: ``cp -r`` of the same bytes (warm cache).
 
 A writer thread commits one small row every 10 ms through ``db.write()`` during
 every backup; the longest commit it saw is the stall.
@@ -44,6 +45,7 @@ from refserver.embedding.model import checksum, get_embedder, to_blob  # noqa: E
 from refserver.safety.backup import engine_of  # noqa: E402
 from refserver.safety.chroma_probe import warm_up  # noqa: E402
 from refserver.safety.restore import restore  # noqa: E402
+from refserver.storage import fts  # noqa: E402
 from refserver.storage.library import chroma_metadata  # noqa: E402
 from refserver.storage.models import AuditEntry, Page, Paper, Vector  # noqa: E402
 from refserver.storage.vectors import PAGES, PAPERS  # noqa: E402
@@ -159,6 +161,8 @@ def build(
                     )
             s.execute(insert(Page), page_rows)
             s.execute(insert(Vector), vec_rows)
+            for paper in s.execute(select(Paper).where(Paper.id.in_(got.values()))).scalars():
+                fts.index_paper(s, paper)
         with ctx.db.read() as s:
             rows = s.execute(
                 select(Vector, Paper)

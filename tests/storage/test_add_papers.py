@@ -84,7 +84,12 @@ def _stored(ctx: Any, doc_ids: list[str]) -> dict[str, Any]:
                 .order_by(Vector.kind, Vector.page_number)
             ).all()
             fts = s.execute(
-                text("SELECT title, authors, body FROM papers_fts WHERE rowid = :id"),
+                text(
+                    "SELECT f.title, f.authors, (SELECT count(*) FROM pages_fts "
+                    "WHERE pages_fts MATCH 'resonate' AND rowid IN "
+                    "(SELECT id FROM pages WHERE paper_id = :id)) "
+                    "FROM papers_fts f WHERE f.rowid = :id"
+                ),
                 {"id": paper.id},
             ).all()
             out[doc_id] = {

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text
 
 from refserver.interop.common import FORMATS, export_records, records_from_papers
+from refserver.storage import fts
 from refserver.storage.models import Paper
 
 if TYPE_CHECKING:
     from refserver.context import AppContext
-
-
-def _fts_query(q: str) -> str | None:
-    """A safe MATCH expression: the search package's when present, else quoted terms."""
-    try:
-        from refserver.search.keyword import fts_query
-    except ImportError:  # the search package is optional for export
-        words = re.findall(r"\w+", q)
-        return " ".join('"' + w.replace('"', '""') + '"' for w in words) or None
-    return fts_query(q)
 
 
 def select_papers(
@@ -34,19 +24,11 @@ def select_papers(
             order = {d: i for i, d in enumerate(doc_ids)}
             return sorted(rows, key=lambda p: order.get(p.doc_id, 0))
         if q and q.strip():
-            match = _fts_query(q)
-            if match is None:
+            terms = fts.match_terms(q)
+            if not terms:
                 return []
-            ids = [
-                r[0]
-                for r in s.execute(
-                    text(
-                        "SELECT rowid FROM papers_fts WHERE papers_fts MATCH :m "
-                        "ORDER BY bm25(papers_fts), rowid"
-                    ),
-                    {"m": match},
-                )
-            ]
+            hits_sql, params = fts.matches(terms)
+            ids = [r[0] for r in s.execute(text(f"{hits_sql} ORDER BY rank, pid"), params)]
             if not ids:
                 return []
             rows = s.execute(select(Paper).where(Paper.id.in_(ids))).scalars().all()

@@ -4,14 +4,15 @@ User text never reaches FTS5 as syntax: every word becomes a quoted token
 (``"word"``; ``word*`` stays a prefix search, ``"two words"`` and words joined
 by punctuation such as ``state-of-the-art`` a phrase), all of them required, so
 input like ``"`` or ``AND(`` cannot make a malformed MATCH expression.
+A term may be found in the paper's metadata or on any of its pages; the score
+adds the metadata's weighted BM25 and the best page's, and the snippet comes
+from whichever of the two shows more of the terms (``storage.fts``).
 Rows are ordered by score then paper id, and ``snapshot`` (the newest paper id
 when paging started) hides papers added later, so pages do not shift or repeat
 while the library grows.
 """
 
 from __future__ import annotations
-
-import re
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -26,33 +27,13 @@ from refserver.search.common import (
     marks_to_html,
     result_from_paper,
 )
+from refserver.storage import fts
 from refserver.storage.models import Paper
-
-# BM25 column weights: title, authors, abstract, keywords, journal, body.
-WEIGHTS = (10.0, 4.0, 3.0, 3.0, 1.0, 1.0)
-_PHRASE = re.compile(r'"([^"]*)"')
 
 
 def fts_query(q: str | None) -> str | None:
     """A safe FTS5 MATCH expression for free user text (AND of quoted terms)."""
-    if not q:
-        return None
-    parts: list[str] = []
-    rest = q
-    if q.count('"') >= 2:
-        for phrase in _PHRASE.findall(q):
-            words = re.findall(r"\w+", phrase)
-            if words:
-                parts.append('"' + " ".join(words) + '"')
-        rest = _PHRASE.sub(" ", q)
-    for chunk in rest.split():
-        # Words joined by punctuation (state-of-the-art, title:foo) stay a phrase.
-        words = re.findall(r"\w+", chunk)
-        if not words:
-            continue
-        prefix = bool(re.search(r"\w\*[^\w]*$", chunk))
-        parts.append('"' + " ".join(words) + '"' + ("*" if prefix else ""))
-    return " ".join(parts) or None
+    return " ".join(fts.match_terms(q)) or None
 
 
 def keyword_search(
@@ -70,33 +51,28 @@ def keyword_search(
     conds, params = filters.sql("p")
     conds.append("p.id <= :snapshot")
     params["snapshot"] = snap
-    match = fts_query(q)
-    if q and q.strip() and match is None:  # only punctuation: nothing can match
+    terms = fts.match_terms(q)
+    if q and q.strip() and not terms:  # only punctuation: nothing can match
         return SearchPage(0, [], "keyword", snap, generation)
-    if match is None:
+    if not terms:
         return _list_newest(s, conds, params, limit, offset, snap, generation)
-    params.update(match=match, limit=limit, offset=offset)
-    where = " AND ".join(["papers_fts MATCH :match", *conds])
-    weights = ", ".join(str(w) for w in WEIGHTS)
-    total = s.execute(
-        text(
-            f"SELECT count(*) FROM papers_fts JOIN papers p ON p.id = papers_fts.rowid WHERE {where}"
-        ),
-        params,
-    ).scalar_one()
+    hits_sql, hit_params = fts.matches(terms)
+    params.update(hit_params, limit=limit, offset=offset)
+    where = " AND ".join(conds)
+    base = f"FROM ({hits_sql}) AS m JOIN papers p ON p.id = m.pid WHERE {where}"
+    total = s.execute(text(f"SELECT count(*) {base}"), params).scalar_one()
     rows = s.execute(
         text(
-            f"SELECT p.id, bm25(papers_fts, {weights}) AS rank, "
-            f"snippet(papers_fts, -1, char(2), char(3), '…', 24) AS snip "
-            f"FROM papers_fts JOIN papers p ON p.id = papers_fts.rowid WHERE {where} "
-            "ORDER BY rank, p.id LIMIT :limit OFFSET :offset"
+            f"SELECT p.id, m.rank, m.page_id {base} "
+            "ORDER BY m.rank, p.id LIMIT :limit OFFSET :offset"
         ),
         params,
     ).all()
     papers = _papers(s, [r[0] for r in rows])
+    snips = fts.snippets(s, terms, [(pid, page_id) for pid, _, page_id in rows])
     results = [
-        result_from_paper(papers[pid], -float(rank), marks_to_html(snip or ""))
-        for pid, rank, snip in rows
+        result_from_paper(papers[pid], -float(rank), marks_to_html(snips.get(pid, "")))
+        for pid, rank, _ in rows
         if pid in papers
     ]
     return SearchPage(int(total), results, "keyword", snap, generation)

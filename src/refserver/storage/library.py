@@ -198,7 +198,7 @@ class Library:
         if data.paper_vector is not None:
             rows.append(self._vector_row(paper, "paper", 0, data.paper_vector, data, gen))
         s.add_all(rows)
-        fts.index_paper(s, paper, body="\n".join(p.text for p in data.pages))
+        fts.index_paper(s, paper)
         return paper, rows
 
     def _vector_row(

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from refserver.api.routes.system import library_stats
 from refserver.api.schemas import job_public
+from refserver.storage import fts
 from refserver.storage.library import EDITABLE_FIELDS
 from refserver.storage.models import BackupRecord, CheckRun, FieldEdit, Page, Paper
 
@@ -317,12 +318,6 @@ def _paper_row(p: Paper, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _fts_match(q: str) -> str | None:
-    """An FTS5 MATCH expression for free text: quoted words, ANDed (no operators)."""
-    words = re.findall(r"\w+", q)
-    return " ".join(f'"{w}"' for w in words) or None
-
-
 def _like(value: str) -> str:
     return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -369,18 +364,16 @@ def list_papers(ctx: Any, pq: PaperQuery) -> PaperList:
         rank = None
         if pq.q:
             mode = "keyword"
-            match = _fts_match(pq.q) if ctx.db.is_sqlite else None
-            if match:
+            terms = fts.match_terms(pq.q) if ctx.db.is_sqlite else []
+            if terms:
+                hits_sql, hit_params = fts.matches(terms)
                 hits = (
-                    text(
-                        "SELECT rowid AS rid, bm25(papers_fts) AS rank FROM papers_fts "
-                        "WHERE papers_fts MATCH :m"
-                    )
-                    .bindparams(m=match)
-                    .columns(rid=Integer, rank=Float)
+                    text(hits_sql)
+                    .bindparams(**hit_params)
+                    .columns(pid=Integer, rank=Float, page_id=Integer)
                     .subquery()
                 )
-                stmt = stmt.join(hits, hits.c.rid == Paper.id)
+                stmt = stmt.join(hits, hits.c.pid == Paper.id)
                 rank = hits.c.rank
             else:
                 stmt = stmt.where(Paper.title.like(_like(pq.q), escape="\\"))

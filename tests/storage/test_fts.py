@@ -1,0 +1,95 @@
+"""The split full-text index: metadata in ``papers_fts``, page text in ``pages_fts``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from refserver.search import Filters, keyword_search
+from refserver.storage.db import MIGRATIONS_DIR
+from tests.search.conftest import add_paper
+
+
+def _hits(ctx: Any, q: str) -> list[str]:
+    with ctx.db.read() as s:
+        return [r.doc_id for r in keyword_search(s, q, Filters(), 20, 0).results]
+
+
+def _integrity(ctx: Any) -> None:
+    """FTS5's own check: the index holds exactly what ``pages``/``papers_fts`` hold."""
+    with ctx.db.engine.begin() as conn:
+        for table in ("papers_fts", "pages_fts"):
+            conn.execute(text(f"INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 1)"))
+
+
+def _pages_index(ctx: Any) -> tuple[Any, ...]:
+    with ctx.db.read() as s:
+        return tuple(
+            s.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM pages_fts_data), "
+                    "(SELECT sum(length(block)) FROM pages_fts_data), "
+                    "(SELECT group_concat(id) FROM pages_fts_data), "
+                    "(SELECT count(*) FROM pages_fts_idx)"
+                )
+            ).one()
+        )
+
+
+def test_every_term_may_be_in_the_metadata_or_on_any_page(ctx: Any) -> None:
+    for i in range(4):  # BM25's IDF needs more than a couple of documents
+        add_paper(ctx, f"Unrelated study {i}", [f"filler text number {i}"])
+    a = add_paper(ctx, "Niobium resonators", ["cryogenic setup", "measured quench fields"])
+    b = add_paper(ctx, "Quench protection", ["copper magnets"], authors=["Ada Lovelace"])
+    assert _hits(ctx, "niobium quench") == [a]  # title + page 2
+    assert _hits(ctx, "cryogenic quench") == [a]  # page 1 + page 2
+    assert _hits(ctx, "lovelace copper") == [b]  # author + page
+    assert set(_hits(ctx, "quench")) == {a, b}
+    assert _hits(ctx, "niobium copper") == []
+    # The title weighs more than a page: b has "quench" in its title.
+    assert _hits(ctx, "quench")[0] == b
+    with ctx.db.read() as s:
+        top = keyword_search(s, "cryogenic", Filters(), 5, 0).results[0]
+    assert "<mark>cryogenic</mark>" in top.snippet
+    _integrity(ctx)
+
+
+def test_metadata_edits_do_not_rewrite_the_page_index(ctx: Any) -> None:
+    doc = add_paper(ctx, "An old title", ["page text about widgets " * 200] * 5)
+    before = _pages_index(ctx)
+    ctx.library.update_metadata(doc, {"title": "A corrected heading", "authors": ["B. Cole"]})
+    assert _pages_index(ctx) == before
+    assert _hits(ctx, "corrected widgets") == [doc]
+    assert _hits(ctx, "old title") == []
+    _integrity(ctx)
+
+
+def test_deleting_a_paper_removes_its_pages_from_the_index(ctx: Any) -> None:
+    keep = add_paper(ctx, "Kept paper", ["shared words and zebrafish"])
+    gone = add_paper(ctx, "Removed paper", ["shared words and axolotl"])
+    assert ctx.library.delete_paper(gone)
+    assert _hits(ctx, "axolotl") == [] and _hits(ctx, "shared") == [keep]
+    with ctx.db.read() as s:
+        assert s.execute(text("SELECT count(*) FROM pages_fts")).scalar() == 1
+    _integrity(ctx)
+
+
+def test_migration_moves_page_text_out_of_the_metadata_row_and_back(ctx: Any) -> None:
+    doc = add_paper(ctx, "Graphene membranes", ["first page", "permeation of helium"])
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", ctx.db.url)
+    cfg.attributes["connection_engine"] = ctx.db.engine
+    command.downgrade(cfg, "vector_storage_0001")
+    with ctx.db.read() as s:
+        old = s.execute(text("SELECT rowid FROM papers_fts WHERE papers_fts MATCH 'permeation'"))
+        assert old.scalars().all() != []
+        assert (
+            s.execute(text("SELECT name FROM sqlite_master WHERE name = 'pages_fts'")).all() == []
+        )
+    ctx.db.migrate()
+    assert _hits(ctx, "graphene permeation") == [doc]
+    _integrity(ctx)
