@@ -6,8 +6,8 @@ Zipf-distributed pseudo-word text, ~like real text for compression) and vectors
 real embeddings are) are bulk-inserted through SQLAlchemy Core in the write path, the
 vectors are upserted into the real ChromaDB, and each paper gets a "PDF" of random
 (incompressible, like real PDF streams) bytes. Every paper is in the full-text
-index, as after ingest: its metadata row in ``papers_fts`` and its pages in
-``pages_fts`` (by the ``pages`` triggers). Baseline in the same run: ``cp -r`` of the same bytes (warm cache).
+index, as after ingest: its metadata row in ``papers_fts`` and its text in
+``paper_bodies_fts``. Baseline in the same run: ``cp -r`` of the same bytes (warm cache).
 
 A writer thread commits one small row every 10 ms through ``db.write()`` during
 every backup; the longest commit it saw is the stall.
@@ -163,6 +163,7 @@ def build(
             s.execute(insert(Vector), vec_rows)
             for paper in s.execute(select(Paper).where(Paper.id.in_(got.values()))).scalars():
                 fts.index_paper(s, paper)
+                fts.index_body(s, paper.id)
         with ctx.db.read() as s:
             rows = s.execute(
                 select(Vector, Paper)

@@ -85,9 +85,8 @@ def _stored(ctx: Any, doc_ids: list[str]) -> dict[str, Any]:
             ).all()
             fts = s.execute(
                 text(
-                    "SELECT f.title, f.authors, (SELECT count(*) FROM pages_fts "
-                    "WHERE pages_fts MATCH 'resonate' AND rowid IN "
-                    "(SELECT id FROM pages WHERE paper_id = :id)) "
+                    "SELECT f.title, f.authors, (SELECT count(*) FROM paper_bodies_fts "
+                    "WHERE paper_bodies_fts MATCH 'resonate' AND rowid = :id) "
                     "FROM papers_fts f WHERE f.rowid = :id"
                 ),
                 {"id": paper.id},

@@ -1,4 +1,4 @@
-"""The split full-text index: metadata in ``papers_fts``, page text in ``pages_fts``."""
+"""The split full-text index: metadata in ``papers_fts``, text in ``paper_bodies_fts``."""
 
 from __future__ import annotations
 
@@ -19,21 +19,21 @@ def _hits(ctx: Any, q: str) -> list[str]:
 
 
 def _integrity(ctx: Any) -> None:
-    """FTS5's own check: the index holds exactly what ``pages``/``papers_fts`` hold."""
+    """FTS5's own check: each index holds exactly what its content holds."""
     with ctx.db.engine.begin() as conn:
-        for table in ("papers_fts", "pages_fts"):
+        for table in ("papers_fts", "paper_bodies_fts"):
             conn.execute(text(f"INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 1)"))
 
 
-def _pages_index(ctx: Any) -> tuple[Any, ...]:
+def _text_index(ctx: Any) -> tuple[Any, ...]:
     with ctx.db.read() as s:
         return tuple(
             s.execute(
                 text(
-                    "SELECT (SELECT count(*) FROM pages_fts_data), "
-                    "(SELECT sum(length(block)) FROM pages_fts_data), "
-                    "(SELECT group_concat(id) FROM pages_fts_data), "
-                    "(SELECT count(*) FROM pages_fts_idx)"
+                    "SELECT (SELECT count(*) FROM paper_bodies_fts_data), "
+                    "(SELECT sum(length(block)) FROM paper_bodies_fts_data), "
+                    "(SELECT group_concat(id) FROM paper_bodies_fts_data), "
+                    "(SELECT count(*) FROM paper_bodies_fts_idx)"
                 )
             ).one()
         )
@@ -57,23 +57,23 @@ def test_every_term_may_be_in_the_metadata_or_on_any_page(ctx: Any) -> None:
     _integrity(ctx)
 
 
-def test_metadata_edits_do_not_rewrite_the_page_index(ctx: Any) -> None:
+def test_metadata_edits_do_not_rewrite_the_text_index(ctx: Any) -> None:
     doc = add_paper(ctx, "An old title", ["page text about widgets " * 200] * 5)
-    before = _pages_index(ctx)
+    before = _text_index(ctx)
     ctx.library.update_metadata(doc, {"title": "A corrected heading", "authors": ["B. Cole"]})
-    assert _pages_index(ctx) == before
+    assert _text_index(ctx) == before
     assert _hits(ctx, "corrected widgets") == [doc]
     assert _hits(ctx, "old title") == []
     _integrity(ctx)
 
 
-def test_deleting_a_paper_removes_its_pages_from_the_index(ctx: Any) -> None:
+def test_deleting_a_paper_removes_its_text_from_the_index(ctx: Any) -> None:
     keep = add_paper(ctx, "Kept paper", ["shared words and zebrafish"])
     gone = add_paper(ctx, "Removed paper", ["shared words and axolotl"])
     assert ctx.library.delete_paper(gone)
     assert _hits(ctx, "axolotl") == [] and _hits(ctx, "shared") == [keep]
     with ctx.db.read() as s:
-        assert s.execute(text("SELECT count(*) FROM pages_fts")).scalar() == 1
+        assert s.execute(text("SELECT count(*) FROM paper_bodies_fts")).scalar() == 1
     _integrity(ctx)
 
 
@@ -88,7 +88,8 @@ def test_migration_moves_page_text_out_of_the_metadata_row_and_back(ctx: Any) ->
         old = s.execute(text("SELECT rowid FROM papers_fts WHERE papers_fts MATCH 'permeation'"))
         assert old.scalars().all() != []
         assert (
-            s.execute(text("SELECT name FROM sqlite_master WHERE name = 'pages_fts'")).all() == []
+            s.execute(text("SELECT name FROM sqlite_master WHERE name LIKE 'paper_bodies%'")).all()
+            == []
         )
     ctx.db.migrate()
     assert _hits(ctx, "graphene permeation") == [doc]

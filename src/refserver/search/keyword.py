@@ -4,9 +4,9 @@ User text never reaches FTS5 as syntax: every word becomes a quoted token
 (``"word"``; ``word*`` stays a prefix search, ``"two words"`` and words joined
 by punctuation such as ``state-of-the-art`` a phrase), all of them required, so
 input like ``"`` or ``AND(`` cannot make a malformed MATCH expression.
-A term may be found in the paper's metadata or on any of its pages; the score
-adds the metadata's weighted BM25 and the best page's, and the snippet comes
-from whichever of the two shows more of the terms (``storage.fts``).
+A term may be found in the paper's metadata or in its text; the score adds the
+metadata's weighted BM25 and the text's, and the snippet comes from whichever
+of the two shows more of the terms (``storage.fts``).
 Rows are ordered by score then paper id, and ``snapshot`` (the newest paper id
 when paging started) hides papers added later, so pages do not shift or repeat
 while the library grows.
@@ -62,17 +62,14 @@ def keyword_search(
     base = f"FROM ({hits_sql}) AS m JOIN papers p ON p.id = m.pid WHERE {where}"
     total = s.execute(text(f"SELECT count(*) {base}"), params).scalar_one()
     rows = s.execute(
-        text(
-            f"SELECT p.id, m.rank, m.page_id {base} "
-            "ORDER BY m.rank, p.id LIMIT :limit OFFSET :offset"
-        ),
+        text(f"SELECT p.id, m.rank {base} ORDER BY m.rank, p.id LIMIT :limit OFFSET :offset"),
         params,
     ).all()
     papers = _papers(s, [r[0] for r in rows])
-    snips = fts.snippets(s, terms, [(pid, page_id) for pid, _, page_id in rows])
+    snips = fts.snippets(s, terms, [pid for pid, _ in rows])
     results = [
         result_from_paper(papers[pid], -float(rank), marks_to_html(snips.get(pid, "")))
-        for pid, rank, _ in rows
+        for pid, rank in rows
         if pid in papers
     ]
     return SearchPage(int(total), results, "keyword", snap, generation)

@@ -198,7 +198,9 @@ class Library:
         if data.paper_vector is not None:
             rows.append(self._vector_row(paper, "paper", 0, data.paper_vector, data, gen))
         s.add_all(rows)
+        s.flush()  # the pages, which index_body reads
         fts.index_paper(s, paper)
+        fts.index_body(s, paper.id)
         return paper, rows
 
     def _vector_row(

@@ -370,7 +370,7 @@ def list_papers(ctx: Any, pq: PaperQuery) -> PaperList:
                 hits = (
                     text(hits_sql)
                     .bindparams(**hit_params)
-                    .columns(pid=Integer, rank=Float, page_id=Integer)
+                    .columns(pid=Integer, rank=Float)
                     .subquery()
                 )
                 stmt = stmt.join(hits, hits.c.pid == Paper.id)

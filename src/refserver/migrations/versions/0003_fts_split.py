@@ -1,9 +1,9 @@
-"""Split the full-text index: metadata in ``papers_fts``, page text in ``pages_fts``.
+"""Split the full-text index: metadata in ``papers_fts``, text in ``paper_bodies_fts``.
 
 ``papers_fts`` held each paper's metadata *and* the text of all its pages in one
 row, so a title edit rewrote the paper's whole text (and the text was stored
-twice). Page text is now indexed once per page, as external content over
-``pages`` (see ``refserver.storage.fts``).
+twice). The text is now indexed apart, as external content over the view
+``paper_bodies`` of ``pages`` (see ``refserver.storage.fts``).
 
 Revision ID: 0003
 Revises: vector_storage_0001
@@ -23,16 +23,13 @@ depends_on: str | Sequence[str] | None = None
 
 # Frozen here (not imported) so the migration keeps meaning what it meant.
 TOKENIZE = "unicode61 remove_diacritics 2"
-PAGES_FTS = (
-    "CREATE VIRTUAL TABLE pages_fts USING fts5("
-    f"text, content='pages', content_rowid='id', tokenize='{TOKENIZE}')",
-    "CREATE TRIGGER pages_fts_ai AFTER INSERT ON pages BEGIN "
-    "INSERT INTO pages_fts (rowid, text) VALUES (new.id, new.text); END",
-    "CREATE TRIGGER pages_fts_ad AFTER DELETE ON pages BEGIN "
-    "INSERT INTO pages_fts (pages_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
-    "CREATE TRIGGER pages_fts_au AFTER UPDATE OF text ON pages BEGIN "
-    "INSERT INTO pages_fts (pages_fts, rowid, text) VALUES ('delete', old.id, old.text); "
-    "INSERT INTO pages_fts (rowid, text) VALUES (new.id, new.text); END",
+PAPER_BODIES = (
+    "CREATE VIEW paper_bodies AS SELECT p.id AS id, coalesce(("
+    "SELECT group_concat(t, char(10)) FROM ("
+    "SELECT text AS t FROM pages WHERE paper_id = p.id ORDER BY page_number)), '') AS body "
+    "FROM papers p",
+    "CREATE VIRTUAL TABLE paper_bodies_fts USING fts5("
+    f"body, content='paper_bodies', content_rowid='id', tokenize = '{TOKENIZE}')",
 )
 
 
@@ -72,18 +69,17 @@ def upgrade() -> None:
                 for r in rows
             ],
         )
-    for statement in PAGES_FTS:
+    for statement in PAPER_BODIES:
         op.execute(statement)
-    op.execute("INSERT INTO pages_fts (pages_fts) VALUES ('rebuild')")
+    op.execute("INSERT INTO paper_bodies_fts (paper_bodies_fts) VALUES ('rebuild')")
 
 
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "sqlite":
         return
-    for name in ("pages_fts_ai", "pages_fts_ad", "pages_fts_au"):
-        op.execute(f"DROP TRIGGER IF EXISTS {name}")
-    op.execute("DROP TABLE IF EXISTS pages_fts")
+    op.execute("DROP TABLE IF EXISTS paper_bodies_fts")
+    op.execute("DROP VIEW IF EXISTS paper_bodies")
     op.execute("DROP TABLE IF EXISTS papers_fts")
     op.execute(
         "CREATE VIRTUAL TABLE papers_fts USING fts5("
