@@ -86,6 +86,13 @@ def create(
     ] = None,
     compress: Annotated[bool, typer.Option(help="Compress (zstd by default).")] = True,
     unified: Annotated[bool, typer.Option(help="Record it as one unified backup id.")] = False,
+    compact_index: Annotated[
+        bool,
+        typer.Option(
+            help="Before a full backup, merge the full-text index into one segment "
+            "(as the scheduled full does), so the incrementals after it stay small."
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Take a backup now (verified before it is marked completed)."""
@@ -95,6 +102,16 @@ def create(
     ctx = _open(with_vectors=backup_type == "full")
     try:
         engine = engine_of(ctx)
+        if backup_type == "full" and compact_index:
+            from refserver.storage.fts import compact
+
+            with console.status("compacting the full-text index"):
+                done = compact(ctx.db)
+            if not as_json:
+                console.print(
+                    f"full-text index compacted in {done.seconds:.1f}s "
+                    f"({done.transactions} short transactions)"
+                )
         with _bar(f"{backup_type} backup") as update:
             m = engine.create(
                 backup_type,

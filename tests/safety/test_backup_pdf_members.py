@@ -122,3 +122,35 @@ def test_copy_file_without_copy_file_range_or_preadv(tmp_path: Path, monkeypatch
     w = copy_file(src, tmp_path / "store" / "b.pdf")
     assert (tmp_path / "store" / "b.pdf").read_bytes() == src.read_bytes()
     assert w.sha256 == sha256_file(src) and w.size_raw == 5_000_001
+
+
+def test_a_pdf_lost_before_the_backup_does_not_make_the_library_unrestorable(
+    lib,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The backup records the PDF it could not find; a restore brings back everything else."""
+    from refserver.safety.consistency import check
+    from tests.safety.conftest import add_direct
+
+    ctx = lib["ctx"]
+    kept = [add_direct(ctx, tmp_path, i) for i in range(3)]
+    with ctx.db.read() as s:
+        lost_sha = ctx.library.get(s, kept[1]).file_sha256
+    ctx.files.path_for(lost_sha).unlink()  # the live store lost it before any backup
+    engine = engine_of(ctx)
+    m = engine.create("full")
+    assert m.status == "completed" and m.verified, m.error
+    assert m.files_missing == [lost_sha]
+    verified = engine.verify(m.id)
+    assert verified.ok, [c for c in verified.checks if not c.ok]
+    files_check = next(c for c in verified.checks if c.name == "files")
+    assert "1 PDF(s) were already missing" in files_check.detail
+
+    ctx = wipe_and_reopen(lib)
+    restore(engine_of(ctx), m.id)
+    with ctx.db.read() as s:
+        assert {p for p in kept if ctx.library.get(s, p) is not None} == set(kept)
+    stored = dict(ctx.files.iter_files())
+    assert lost_sha not in stored and len(stored) == 2
+    issues = check(ctx).issues
+    assert [(i.type, i.detail.get("sha256")) for i in issues] == [("pdf_missing", lost_sha)]

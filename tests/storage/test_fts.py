@@ -9,6 +9,7 @@ from alembic.config import Config
 from sqlalchemy import text
 
 from refserver.search import Filters, keyword_search
+from refserver.storage import fts
 from refserver.storage.db import MIGRATIONS_DIR
 from tests.search.conftest import add_paper
 
@@ -94,3 +95,27 @@ def test_migration_moves_page_text_out_of_the_metadata_row_and_back(ctx: Any) ->
     ctx.db.migrate()
     assert _hits(ctx, "graphene permeation") == [doc]
     _integrity(ctx)
+
+
+def _segments(ctx: Any) -> int:
+    # FTS5 %_data rowids of leaf pages carry the segment id in their top bits.
+    with ctx.db.read() as s:
+        return s.execute(
+            text("SELECT count(DISTINCT id >> 37) FROM paper_bodies_fts_data WHERE id >= (1 << 37)")
+        ).scalar_one()
+
+
+def test_compaction_merges_the_text_index_into_one_segment(ctx: Any) -> None:
+    docs = [add_paper(ctx, f"Paper {i}", [f"common words and token{i}"]) for i in range(12)]
+    assert _segments(ctx) > 1  # one transaction each: FTS5 wrote several segments
+    g0 = ctx.db.generation()
+    before = {q: _hits(ctx, q) for q in ("common", "token3", "paper token7")}
+    done = fts.compact(ctx.db, step=1)
+    assert _segments(ctx) == 1 and done.transactions >= 2  # merged, then found nothing left
+    assert {q: _hits(ctx, q) for q in before} == before and before["token3"] == [docs[3]]
+    assert ctx.db.generation() == g0  # maintenance, not a library change
+    _integrity(ctx)
+    again = fts.compact(ctx.db)
+    assert again.transactions == 1  # nothing left to merge: one step finds out
+    stopped = fts.compact(ctx.db, should_stop=lambda: True)
+    assert stopped.transactions == 0

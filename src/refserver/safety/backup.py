@@ -581,6 +581,7 @@ class BackupEngine:
                 os.link(src, target)
             except FileNotFoundError:
                 m.notes.append(f"PDF {sha} is referenced but missing from the file store")
+                m.files_missing.append(sha)
                 continue
             except OSError:  # another file system, or no hard links: a copy
                 shutil.copy2(src, target)

@@ -67,6 +67,9 @@ class Manifest:
     chroma: dict[str, Any] = field(default_factory=dict)
     files_added: list[str] = field(default_factory=list)
     files_removed: list[str] = field(default_factory=list)
+    # PDFs the database referenced that the live store had lost when this backup
+    # was taken: the restore reports them instead of refusing the whole library.
+    files_missing: list[str] = field(default_factory=list)
     members: list[Member] = field(default_factory=list)
     compression: str = "zstd"
     compression_level: int | None = None  # absent in manifests before it was recorded (zstd 3)

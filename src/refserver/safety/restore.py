@@ -289,7 +289,8 @@ def materialize(
         else:
             have = engine.file_set(chain)
             live = []
-        missing = sorted(info["file_hashes"] - set(have) - set(live))
+        lost = set(m.files_missing) - set(have) - set(live)
+        missing = sorted(info["file_hashes"] - set(have) - set(live) - lost)
         if missing:
             fail("files", f"{len(missing)} PDF(s) the database needs are not in the backup")
         bad: list[str] = []
@@ -321,7 +322,14 @@ def materialize(
                 progress("files", 0.6 + 0.3 * i / max(len(have), 1))
         if bad:
             fail("files", "; ".join(bad[:10]))
-        result.add("files", True, f"{len(have) + len(live)} PDF(s) checked")
+        detail = f"{len(have) + len(live)} PDF(s) checked"
+        if lost & info["file_hashes"]:
+            # Nothing to restore them from; the rest of the library must still come back.
+            detail += (
+                f"; {len(lost & info['file_hashes'])} PDF(s) were already missing from the "
+                "live store when the backup was taken (see the manifest's files_missing)"
+            )
+        result.add("files", True, detail)
     progress("verified", 0.9)
     return Materialized(dest, db, chroma, files_dir, chain, info)
 

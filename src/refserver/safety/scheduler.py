@@ -283,6 +283,11 @@ def run_backup_job(
     if kind == "incremental" and engine.latest_head() is None:
         # A new install (or one whose fulls were all lost): the hourly job lays the base.
         kind, promoted = "full", "no verified full backup to build an incremental on: took a full"
+    compacted = None
+    if kind == "full":  # so the incrementals on this full carry no merges of the old index
+        from refserver.storage.fts import compact
+
+        compacted = compact(ctx.db)
     m = engine.create(kind, description=description, retention_days=retention_days, tier=tier)
     detail: dict[str, Any] = {
         "backup": {
@@ -296,6 +301,12 @@ def run_backup_job(
     }
     if promoted:
         detail["promoted"] = promoted
+    if compacted is not None:
+        detail["index_compacted"] = {
+            "transactions": compacted.transactions,
+            "seconds": compacted.seconds,
+            "worst_ms": compacted.worst_ms,
+        }
     if m.status != "completed" or not m.verified:
         raise RuntimeError(f"backup {m.id} ended {m.status} (verified={m.verified}): {m.error}")
     detail["prune"] = run_prune(ctx)

@@ -17,11 +17,18 @@ term is found in its metadata or its text; the rank adds the two BM25 scores.
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from refserver.storage.models import Paper
+
+if TYPE_CHECKING:
+    from refserver.storage.db import Database
 
 # BM25 column weights of papers_fts: title, authors, abstract, keywords, journal.
 META_WEIGHTS = (10.0, 4.0, 3.0, 3.0, 1.0)
@@ -167,3 +174,45 @@ def remove_paper(session: Session, paper_id: int) -> None:
     session.execute(text("DELETE FROM papers_fts WHERE rowid = :id"), {"id": paper_id})
     # External content: FTS5 reads the old text from paper_bodies to unindex it.
     session.execute(text("DELETE FROM paper_bodies_fts WHERE rowid = :id"), {"id": paper_id})
+
+
+@dataclass
+class Compacted:
+    transactions: int
+    seconds: float
+    worst_ms: float
+
+
+def compact(
+    db: Database, *, step: int = 64, should_stop: Callable[[], bool] | None = None
+) -> Compacted:
+    """Merge the text index into one segment, ``step`` pages per short write transaction.
+
+    FTS5 keeps adding segments and merging them (its ``automerge``), so pages of
+    the index written long ago are rewritten by later inserts, and every such
+    page lands in the next incremental backup. Run right before a full backup,
+    the merge-down puts the whole index in that full; the incrementals after it
+    carry their own new segments and the merges among those, not merges with
+    the old index. Each step holds the writer for one short transaction (FTS5's
+    ``'merge', -N``: merge work of N pages, every level); it stops when a step
+    finds nothing left to merge, or when ``should_stop`` says so.
+    """
+    t0 = time.monotonic()
+    n, worst = 0, 0.0
+    if not db.is_sqlite:
+        return Compacted(0, 0.0, 0.0)
+    while should_stop is None or not should_stop():
+        t = time.monotonic()
+        with db.write(bump=False) as s:
+            raw = s.connection().connection.driver_connection
+            before = raw.total_changes
+            s.execute(
+                text("INSERT INTO paper_bodies_fts (paper_bodies_fts, rank) VALUES ('merge', :n)"),
+                {"n": -abs(int(step))},
+            )
+            done = raw.total_changes - before < 2  # FTS5: fewer than 2 changes = no work
+        n += 1
+        worst = max(worst, time.monotonic() - t)
+        if done:
+            break
+    return Compacted(n, round(time.monotonic() - t0, 3), round(worst * 1000, 1))
