@@ -119,3 +119,14 @@ def test_compaction_merges_the_text_index_into_one_segment(ctx: Any) -> None:
     assert again.transactions == 1  # nothing left to merge: one step finds out
     stopped = fts.compact(ctx.db, should_stop=lambda: True)
     assert stopped.transactions == 0
+
+
+def test_compaction_gives_way_to_a_restore_swap(ctx: Any) -> None:
+    for i in range(5):
+        add_paper(ctx, f"Paper {i}", [f"words {i}"])
+    segments = _segments(ctx)
+    with ctx.db.paused_writes():  # what a restore holds while it swaps files in
+        assert fts.compact(ctx.db).transactions == 0
+    assert _segments(ctx) == segments > 1
+    fts.compact(ctx.db)
+    assert _segments(ctx) == 1

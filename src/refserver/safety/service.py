@@ -16,6 +16,7 @@ from typing import Any
 from refserver.safety.backup import BackupEngine, BackupError, engine_of
 from refserver.safety.manifest import Manifest
 from refserver.storage.db import WritesPaused
+from refserver.storage.fts import compact
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ def submit_backup(ctx: Any, params: dict[str, Any], username: str | None) -> dic
     engine = engine_of(ctx)
     kind = params["kind"]
     if library_bytes(ctx) < SYNC_LIMIT_BYTES:
+        if kind == "full":
+            compact(ctx.db)  # as the scheduled full does: small incrementals after it
         m = engine.create(
             kind,
             compress=params.get("compress", True),
@@ -227,6 +230,9 @@ def run_backup_job(ctx: Any, job_id: str) -> None:
     p = dict(job.params or {})
     engine = engine_of(ctx)
     try:
+        if p["kind"] == "full":
+            ctx.jobs.update(job_id, current_step="compacting the full-text index")
+            compact(ctx.db, should_stop=lambda: ctx.jobs.is_cancel_requested(job_id))
         m = engine.create(
             p["kind"],
             compress=p.get("compress", True),

@@ -20,15 +20,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from refserver.storage.db import Database, WritesPaused
 from refserver.storage.models import Paper
-
-if TYPE_CHECKING:
-    from refserver.storage.db import Database
 
 # BM25 column weights of papers_fts: title, authors, abstract, keywords, journal.
 META_WEIGHTS = (10.0, 4.0, 3.0, 3.0, 1.0)
@@ -207,14 +204,19 @@ def compact(
         return Compacted(0, 0.0, 0.0)
     while should_stop is None or not should_stop():
         t = time.monotonic()
-        with db.write(bump=False) as s:
-            raw = s.connection().connection.driver_connection
-            before = raw.total_changes
-            s.execute(
-                text("INSERT INTO paper_bodies_fts (paper_bodies_fts, rank) VALUES ('merge', :n)"),
-                {"n": -abs(int(step))},
-            )
-            done = raw.total_changes - before < 2  # FTS5: fewer than 2 changes = no work
+        try:
+            with db.write(bump=False) as s:
+                raw = s.connection().connection.driver_connection
+                before = raw.total_changes
+                s.execute(
+                    text(
+                        "INSERT INTO paper_bodies_fts (paper_bodies_fts, rank) VALUES ('merge', :n)"
+                    ),
+                    {"n": -abs(int(step))},
+                )
+                done = raw.total_changes - before < 2  # FTS5: under 2 changes = no work
+        except WritesPaused:  # a restore is swapping files in: the index can wait
+            break
         n += 1
         worst = max(worst, time.monotonic() - t)
         if done:
