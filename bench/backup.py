@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -228,12 +229,18 @@ class Writer:
 DELETE_WINDOW_S = 370
 
 
+# The window belongs to the file system, not to one bench folder: one stamp for
+# every run under the temporary folder (``--data`` elsewhere adds its own).
+SHARED_STAMP = Path(tempfile.gettempdir()) / "refserver-bench-last-deletion"
+
+
 class Trash:
     """Deletions deferred to the end of the run (renamed aside at once)."""
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "trash"
         self.stamp = root / "last-deletion"
+        self.stamps = (self.stamp, SHARED_STAMP)
         self.n = 0
 
     def discard(self, path: Path) -> None:
@@ -246,13 +253,15 @@ class Trash:
         if self.dir.exists():
             shutil.rmtree(self.dir)
             self.stamp.parent.mkdir(parents=True, exist_ok=True)
-            self.stamp.write_text(str(time.time()))
+            for stamp in self.stamps:
+                stamp.write_text(str(time.time()))
 
     def wait_out(self) -> float:
         """Sleep until the last deletion is outside ext4's no-journal reuse window."""
-        if not self.stamp.exists():
+        last = max((float(p.read_text()) for p in self.stamps if p.exists()), default=None)
+        if last is None:
             return 0.0
-        left = float(self.stamp.read_text()) + DELETE_WINDOW_S - time.time()
+        left = last + DELETE_WINDOW_S - time.time()
         if left > 0:
             print(f"waiting {left:.0f} s: files deleted {DELETE_WINDOW_S - left:.0f} s ago")
             time.sleep(left)
