@@ -12,6 +12,7 @@ Create Date: 2026-11-27
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from alembic import op
 from sqlalchemy import text
@@ -39,6 +40,24 @@ def _joined(value: object) -> str:
     return "; ".join(str(v) for v in value or [])
 
 
+def _metadata_rows(bind: Any) -> list[dict[str, Any]]:
+    """Every paper's metadata as papers_fts columns (lists joined as storage.fts joins them)."""
+    rows = bind.execute(
+        text("SELECT id, title, authors, abstract, keywords, journal FROM papers")
+    ).all()
+    return [
+        {
+            "id": r.id,
+            "title": r.title or "",
+            "authors": _joined(r.authors),
+            "abstract": r.abstract or "",
+            "keywords": _joined(r.keywords),
+            "journal": r.journal or "",
+        }
+        for r in rows
+    ]
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "sqlite":
@@ -48,26 +67,14 @@ def upgrade() -> None:
         "CREATE VIRTUAL TABLE papers_fts USING fts5("
         f"title, authors, abstract, keywords, journal, tokenize = '{TOKENIZE}')"
     )
-    rows = bind.execute(
-        text("SELECT id, title, authors, abstract, keywords, journal FROM papers")
-    ).all()
+    rows = _metadata_rows(bind)
     if rows:
         bind.execute(
             text(
                 "INSERT INTO papers_fts (rowid, title, authors, abstract, keywords, journal) "
                 "VALUES (:id, :title, :authors, :abstract, :keywords, :journal)"
             ),
-            [
-                {
-                    "id": r.id,
-                    "title": r.title or "",
-                    "authors": _joined(r.authors),
-                    "abstract": r.abstract or "",
-                    "keywords": _joined(r.keywords),
-                    "journal": r.journal or "",
-                }
-                for r in rows
-            ],
+            rows,
         )
     for statement in PAPER_BODIES:
         op.execute(statement)
@@ -85,15 +92,12 @@ def downgrade() -> None:
         "CREATE VIRTUAL TABLE papers_fts USING fts5("
         f"title, authors, abstract, keywords, journal, body, tokenize = '{TOKENIZE}')"
     )
-    rows = bind.execute(
-        text("SELECT id, title, authors, abstract, keywords, journal FROM papers")
-    ).all()
-    for r in rows:
+    for row in _metadata_rows(bind):
         body = "\n".join(
             t
             for (t,) in bind.execute(
                 text("SELECT text FROM pages WHERE paper_id = :id ORDER BY page_number"),
-                {"id": r.id},
+                {"id": row["id"]},
             )
         )
         bind.execute(
@@ -101,13 +105,5 @@ def downgrade() -> None:
                 "INSERT INTO papers_fts (rowid, title, authors, abstract, keywords, journal, body) "
                 "VALUES (:id, :title, :authors, :abstract, :keywords, :journal, :body)"
             ),
-            {
-                "id": r.id,
-                "title": r.title or "",
-                "authors": _joined(r.authors),
-                "abstract": r.abstract or "",
-                "keywords": _joined(r.keywords),
-                "journal": r.journal or "",
-                "body": body,
-            },
+            {**row, "body": body},
         )
