@@ -130,3 +130,42 @@ def test_compaction_gives_way_to_a_restore_swap(ctx: Any) -> None:
     assert _segments(ctx) == segments > 1
     fts.compact(ctx.db)
     assert _segments(ctx) == 1
+
+
+def test_consistency_check_finds_and_fixes_index_drift(ctx: Any) -> None:
+    from refserver.safety.consistency import check, fix
+
+    docs = [add_paper(ctx, f"Drift paper {i}", [f"unique{i} words"]) for i in range(3)]
+    with ctx.db.read() as s:
+        ids = [ctx.library.get(s, d).id for d in docs]
+    assert [i for i in check(ctx).issues if i.detail.get("fts")] == []
+    # What a bug or a hand edit could leave: a paper out of each index, and rows
+    # of papers that never existed in each.
+    with ctx.db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM papers_fts WHERE rowid = :r"), {"r": ids[0]})
+        conn.execute(text("DELETE FROM paper_bodies_fts WHERE rowid = :r"), {"r": ids[1]})
+        conn.execute(text("INSERT INTO papers_fts (rowid, title) VALUES (9999, 'ghost title')"))
+        conn.execute(text("INSERT INTO paper_bodies_fts (rowid, body) VALUES (9998, 'ghost')"))
+    assert _hits(ctx, "unique1") == [] and _hits(ctx, "ghost") == []  # joins hide ghosts
+    found = {
+        (i.detail["table"], i.detail["fts"], i.detail.get("paper_id", i.detail.get("row_id")))
+        for i in check(ctx).issues
+        if i.detail.get("fts")
+    }
+    assert found == {
+        ("papers_fts", "missing", ids[0]),
+        ("paper_bodies_fts", "missing", ids[1]),
+        ("papers_fts", "orphan", 9999),
+        ("paper_bodies_fts", "orphan", 9998),
+    }
+    report = fix(ctx, dry_run=False)  # (add_paper stores no PDFs: pdf_missing stays)
+    assert [f for f in report.failed if f["type"] == "sqlite_integrity"] == []
+    assert len([f for f in report.fixed if f["type"] == "sqlite_integrity"]) == 4
+    assert [i for i in check(ctx).issues if i.detail.get("fts")] == []
+    assert _hits(ctx, "unique1") == [docs[1]] and _hits(ctx, "drift paper 0") != []
+    with ctx.db.read() as s:
+        ghosts = s.execute(
+            text("SELECT count(*) FROM paper_bodies_fts WHERE paper_bodies_fts MATCH 'ghost'")
+        ).scalar_one()
+    assert ghosts == 0
+    _integrity(ctx)

@@ -52,7 +52,10 @@ Types (DESIGN.md §1: ChromaDB must hold exactly what SQLite holds)
     temporaries and files younger than the grace period are ignored; files of an
     unfinished ingest job count as referenced), ``sqlite_integrity``
     (``PRAGMA integrity_check`` and ``foreign_key_check``; FK violations of
-    pages/vectors/field_edits are reported once, as ``orphaned_sqlite``).
+    pages/vectors/field_edits are reported once, as ``orphaned_sqlite``; and the
+    full-text indexes: a paper one of them lacks, or a row of a paper that is gone,
+    read from FTS5's ``_docsize`` tables — fixed by re-indexing the paper, deleting
+    the metadata row, or rebuilding the text index).
 
 Fix rules (dry-run unless ``dry_run=False``; never deletes a PDF or a paper row)
     * Missing/mismatched vectors and metadata are upserted from SQLite; a page with
@@ -102,9 +105,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import MetaData, Table, func, or_, select
+from sqlalchemy import MetaData, Table, func, or_, select, text
 
 from refserver.embedding.model import decode_vector
+from refserver.storage import fts
 from refserver.storage.db import Database
 from refserver.storage.files import FileStore, sha256_file
 from refserver.storage.models import (
@@ -968,6 +972,7 @@ def _integrity_issues(db: Database) -> list[Issue]:
                     )
                 )
         fk = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        out.extend(_fts_issues(conn))
     for table, rowid, parent, _fkid in fk:
         if table in FK_CHILD_TABLES:
             continue  # reported as orphaned_sqlite with a paper-aware fix
@@ -983,6 +988,37 @@ def _integrity_issues(db: Database) -> list[Issue]:
                 detail={"table": table, "row_id": rowid, "parent": parent},
             )
         )
+    return out
+
+
+def _fts_issues(conn: Any) -> list[Issue]:
+    """Papers keyword search cannot find, and index rows of papers that are gone."""
+    out: list[Issue] = []
+    for table, found in fts.coverage(conn).items():
+        for pid in found["missing"][:STORED_ISSUES]:
+            out.append(
+                Issue(
+                    "sqlite_integrity",
+                    f"full-text index: paper {pid} is missing from {table} "
+                    "(keyword search cannot find it)",
+                    "re-index the paper (`--fix`)",
+                    fixable=True,
+                    entry_id=f"{table}:{pid}",
+                    detail={"table": table, "paper_id": pid, "fts": "missing"},
+                )
+            )
+        for rowid in found["orphans"][:STORED_ISSUES]:
+            out.append(
+                Issue(
+                    "sqlite_integrity",
+                    f"full-text index: {table} holds row {rowid} of a paper that is gone",
+                    "remove it from the index (`--fix`"
+                    + ("; the text index is rebuilt)" if table == "paper_bodies_fts" else ")"),
+                    fixable=True,
+                    entry_id=f"{table}:{rowid}",
+                    detail={"table": table, "row_id": rowid, "fts": "orphan"},
+                )
+            )
     return out
 
 
@@ -1491,6 +1527,7 @@ class _Fixer:
         self.now = datetime.now(UTC)
         self.current_gen = parts.db.generation()
         self._qdir: Path | None = None
+        self.text_rebuilt = False  # the text index is rebuilt at most once per fix
 
     # quarantine: everything removed can be put back
     @property
@@ -1673,6 +1710,9 @@ def fix(
     for i in by_type.get("orphaned_sqlite", []) + by_type.get("sqlite_integrity", []):
         if not i.fixable:
             bad(i, "not safely repairable automatically: " + i.suggested_fix)
+            continue
+        if i.detail.get("fts"):
+            _fix_fts(parts, fx, i, ok, bad)
             continue
         _fix_row(parts, fx, i, ok, bad)
 
@@ -1884,6 +1924,48 @@ def _fix_row(
         fx._dump("sqlite-rows", {"table": table, "row_id": row_id, "values": values})
         conn.execute(tbl.delete().where(tbl.c.id == row_id))
     ok(i, f"deleted {table} row {row_id}, kept in quarantine ({why})")
+
+
+def _fix_fts(
+    parts: Parts,
+    fx: _Fixer,
+    i: Issue,
+    ok: Callable[..., None],
+    bad: Callable[..., None],
+) -> None:
+    """Re-index a paper the index lacks; drop index rows of papers that are gone."""
+    table, kind = i.detail["table"], i.detail["fts"]
+    rowid = i.detail.get("paper_id") if kind == "missing" else i.detail.get("row_id")
+    if fx.dry_run:
+        ok(i, f"would {'re-index paper' if kind == 'missing' else 'unindex row'} {rowid}")
+        return
+    if kind == "orphan" and table == "paper_bodies_fts" and fx.text_rebuilt:
+        ok(i, "removed by the rebuild of the text index")
+        return
+    with parts.db.write() as s:
+        now = fts.coverage(s.connection())[table]
+        if rowid not in now[kind if kind == "missing" else "orphans"]:
+            bad(i, "the index changed meanwhile")
+            return
+        if kind == "missing":
+            paper = s.get(Paper, rowid)
+            if paper is None:
+                bad(i, "the paper is gone")
+                return
+            if table == "papers_fts":
+                fts.index_paper(s, paper)
+            else:
+                fts.index_body(s, paper.id)
+            ok(i, f"re-indexed paper {rowid} in {table}")
+        elif table == "papers_fts":
+            s.execute(text("DELETE FROM papers_fts WHERE rowid = :r"), {"r": rowid})
+            ok(i, f"removed row {rowid} from papers_fts")
+        else:
+            # An external-content row can only be unindexed with its old text,
+            # which went with the paper: rebuild the text index from the rows.
+            fts.rebuild_text(s)
+            fx.text_rebuilt = True
+            ok(i, "removed by a rebuild of the text index")
 
 
 def _backup_copy(parts: Parts, sha: str, dest_dir: Path) -> Path | None:

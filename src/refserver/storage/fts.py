@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from refserver.storage.db import Database, WritesPaused
@@ -171,6 +171,41 @@ def remove_paper(session: Session, paper_id: int) -> None:
     session.execute(text("DELETE FROM papers_fts WHERE rowid = :id"), {"id": paper_id})
     # External content: FTS5 reads the old text from paper_bodies to unindex it.
     session.execute(text("DELETE FROM paper_bodies_fts WHERE rowid = :id"), {"id": paper_id})
+
+
+INDEXES = ("papers_fts", "paper_bodies_fts")
+
+
+def coverage(conn: Connection) -> dict[str, dict[str, list[int]]]:
+    """Per index: papers it lacks (``missing``) and rows of papers that are gone (``orphans``).
+
+    Read from FTS5's ``_docsize`` shadow tables (one row per indexed rowid), so
+    the check never reads the text itself.
+    """
+    out: dict[str, dict[str, list[int]]] = {}
+    for table in INDEXES:
+        out[table] = {
+            "missing": [
+                r[0]
+                for r in conn.exec_driver_sql(
+                    f"SELECT id FROM papers WHERE id NOT IN (SELECT id FROM {table}_docsize) "
+                    "ORDER BY id"
+                )
+            ],
+            "orphans": [
+                r[0]
+                for r in conn.exec_driver_sql(
+                    f"SELECT id FROM {table}_docsize WHERE id NOT IN (SELECT id FROM papers) "
+                    "ORDER BY id"
+                )
+            ],
+        }
+    return out
+
+
+def rebuild_text(session: Session) -> None:
+    """Re-create the text index from ``paper_bodies`` (one long write: repairs only)."""
+    session.execute(text("INSERT INTO paper_bodies_fts (paper_bodies_fts) VALUES ('rebuild')"))
 
 
 PAUSE_S = 0.002  # between compaction steps
