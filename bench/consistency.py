@@ -5,9 +5,9 @@ pages would take ~40 min): bulk inserts into SQLite (papers of 10 pages, each
 page ~2 KB of text, a 384-d float32 vector per page and per paper with its
 SHA-256, generation and model) through the real schema, ChromaDB upserts of the
 same random unit vectors with the metadata ``Library`` writes, and one small
-content-addressed file per paper in the real ``FileStore`` layout. The FTS table
-is left empty (the checker does not read it; ``integrity_check`` would scan it),
-and the HNSW graph is built with cheap parameters (the checker never reads it).
+content-addressed file per paper in the real ``FileStore`` layout. Every paper is
+in both full-text indexes (the checker reads their ``_docsize`` tables, and
+``integrity_check`` scans them), and the HNSW graph is built with cheap parameters (the checker never reads it).
 
 Printed per size: summary time; full check time (clean; the median of three
 runs, wall and process CPU seconds, because this machine is shared), split into
@@ -154,6 +154,17 @@ def build(root: Path, n_pages: int) -> tuple[Database, VectorIndex, FileStore, f
             "INSERT INTO vectors (paper_id, kind, page_number, chroma_id, model, model_revision, "
             "dimension, vector, checksum, generation, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             vecs,
+        )
+        # Indexed for keyword search as ingest does (the checker reads the
+        # indexes' _docsize tables, and integrity_check scans them).
+        con.execute(
+            "INSERT INTO papers_fts (rowid, title, authors, abstract, keywords, journal) "
+            f"SELECT id, coalesce(title, ''), '', '', '', '' FROM papers WHERE id > {start} "
+            f"AND id <= {stop}"
+        )
+        con.execute(
+            "INSERT INTO paper_bodies_fts (rowid, body) SELECT id, body FROM paper_bodies "
+            f"WHERE id > {start} AND id <= {stop}"
         )
         con.commit()
         vectors.upsert(PAGES, page_ids, page_mat, page_meta)
