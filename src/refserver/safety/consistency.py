@@ -1943,12 +1943,13 @@ def _fix_fts(
         ok(i, "removed by the rebuild of the text index")
         return
     with parts.db.write() as s:
-        now = fts.coverage(s.connection())[table]
-        if rowid not in now[kind if kind == "missing" else "orphans"]:
+        # Re-checked for this row only, under the writer, before anything changes.
+        indexed = fts.is_indexed(s.connection(), table, rowid)
+        paper = s.get(Paper, rowid)
+        if indexed != (kind == "orphan"):
             bad(i, "the index changed meanwhile")
             return
         if kind == "missing":
-            paper = s.get(Paper, rowid)
             if paper is None:
                 bad(i, "the paper is gone")
                 return
@@ -1957,6 +1958,8 @@ def _fix_fts(
             else:
                 fts.index_body(s, paper.id)
             ok(i, f"re-indexed paper {rowid} in {table}")
+        elif paper is not None:
+            bad(i, "its paper exists again")
         elif table == "papers_fts":
             s.execute(text("DELETE FROM papers_fts WHERE rowid = :r"), {"r": rowid})
             ok(i, f"removed row {rowid} from papers_fts")

@@ -203,6 +203,16 @@ def coverage(conn: Connection) -> dict[str, dict[str, list[int]]]:
     return out
 
 
+def is_indexed(conn: Connection, table: str, rowid: int) -> bool:
+    """Whether ``table`` (one of :data:`INDEXES`) holds ``rowid``, from its ``_docsize``."""
+    if table not in INDEXES:
+        raise ValueError(f"not a full-text index: {table}")
+    return (
+        conn.exec_driver_sql(f"SELECT 1 FROM {table}_docsize WHERE id = ?", (rowid,)).first()
+        is not None
+    )
+
+
 def rebuild_text(session: Session) -> None:
     """Re-create the text index from ``paper_bodies`` (one long write: repairs only)."""
     session.execute(text("INSERT INTO paper_bodies_fts (paper_bodies_fts) VALUES ('rebuild')"))

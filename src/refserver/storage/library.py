@@ -278,7 +278,7 @@ class Library:
             raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
         with self.db.barrier():
             with self.db.write() as s:
-                paper = self.get(s, doc_id, with_pages=True)
+                paper = self.get(s, doc_id)
                 if paper is None:
                     return None
                 sources = dict(paper.field_sources or {})
