@@ -13,8 +13,9 @@ import pytest
 from refserver.config import Settings
 from refserver.context import AppContext
 from refserver.safety import retention
+from refserver.safety import sqlite_pages as sp
 from refserver.safety.backup import BackupEngine, ChainGap, engine_of
-from refserver.safety.manifest import list_manifests
+from refserver.safety.manifest import list_manifests, write_manifest
 from refserver.safety.restore import restore
 from tests.safety.conftest import (
     add_direct,
@@ -227,6 +228,42 @@ def test_incremental_size_grows_with_the_change_not_the_library(lib, tmp_path: P
         full.size_compressed,
     )
     assert inc.sqlite["changed_pages"] < inc.sqlite["page_count"] / 4
+
+
+def test_a_chain_keeps_the_page_hash_of_its_full(lib, tmp_path: Path, monkeypatch) -> None:
+    """A full taken before fingerprints became XXH3 (SHA-256 tables, no algorithm
+    recorded) goes on taking incrementals that diff and restore correctly."""
+    ctx = lib["ctx"]
+    engine = engine_of(ctx)
+    for i in range(4):
+        add_direct(ctx, tmp_path, i, pages=2)
+    monkeypatch.setattr(sp, "DEFAULT_PAGE_HASH", "sha256")
+    old = engine.create("full")
+    assert old.status == "completed", old.error
+    # what a full written by the earlier release looks like: no algorithm named
+    del old.sqlite["page_hash"]
+    write_manifest(engine.layout.metadata, old)
+    table = engine.page_table([old])
+    assert len(table) == 32 * old.sqlite["page_count"]
+    monkeypatch.undo()
+
+    add_direct(ctx, tmp_path, 100, pages=1)
+    inc = engine.create("incremental")
+    assert inc.status == "completed", inc.error
+    assert inc.base == old.id and inc.sqlite["page_hash"] == "sha256"
+    assert 0 < inc.sqlite["changed_pages"] < inc.sqlite["page_count"] / 2
+    want = library_state(ctx)
+
+    new_full = engine.create("full")
+    assert new_full.sqlite["page_hash"] == sp.DEFAULT_PAGE_HASH == "xxh3_128"
+    assert len(engine.page_table([new_full])) == 16 * new_full.sqlite["page_count"]
+
+    wipe_and_reopen(lib)
+    restore(engine_of(lib["ctx"]), inc.id)
+    after = library_state(lib["ctx"])
+    for key in ("papers", "files", "vectors", "generation"):
+        assert after[key] == want[key], key
+    assert_consistent(lib["ctx"])
 
 
 def test_retention_never_removes_the_newest_verified_full_and_dry_run_changes_nothing(

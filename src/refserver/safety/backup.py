@@ -233,11 +233,17 @@ class BackupEngine:
         if r.sha256 != hashes[0].sha256:
             raise ChainGap(f"page table of {base.id} is damaged")
         table = bytearray(buf.getvalue())
+        algo = self.page_hash_of(chain)
         for inc in chain[1:]:
             d = inc.members_by_role("sqlite_delta")[0]
             with open_reader(self.layout.root / d.name, d.compression) as stream:
-                sp.patch_table(table, stream)
+                sp.patch_table(table, stream, algo)
         return table
+
+    @staticmethod
+    def page_hash_of(chain: list[Manifest]) -> sp.PageHash:
+        """The fingerprint of a chain's page tables: chosen by its full, kept by its incrementals."""
+        return sp.page_hash((chain[0].sqlite or {}).get("page_hash"))
 
     def latest_head(self) -> Manifest | None:
         """The newest completed full or incremental: the parent of the next incremental."""
@@ -455,6 +461,11 @@ class BackupEngine:
             tier_dir = self.layout.sqlite(m.tier)
             table = bytearray()
             db_sha = ""
+            algo = (
+                self.page_hash_of(parent_chain)
+                if parent_chain
+                else sp.page_hash(sp.DEFAULT_PAGE_HASH)
+            )
             if m.kind in ("snapshot", "full"):
                 dest = tier_dir / f"{m.id}.db{SUFFIX[comp]}"
                 written.append(dest)
@@ -466,7 +477,9 @@ class BackupEngine:
 
                 # one pass: compress, hash the file, and (full) hash every page
                 on_block = (
-                    (lambda b: sp.hash_block(b, page_size, table)) if m.kind == "full" else None
+                    (lambda b: sp.hash_block(b, page_size, table, algo))
+                    if m.kind == "full"
+                    else None
                 )
                 w = compress_file(
                     image, dest, comp, tick, on_block=on_block, limit=limit, level=level
@@ -474,7 +487,7 @@ class BackupEngine:
                 db_sha = w.sha256
                 m.members.append(self._member(dest, "sqlite", w, comp))
             else:
-                raw_table, db_sha, _size = sp.hash_pages(image, page_size, limit)
+                raw_table, db_sha, _size = sp.hash_pages(image, page_size, algo, limit)
                 table = bytearray(raw_table)
             m.sqlite = {
                 "page_size": page_size,
@@ -483,6 +496,8 @@ class BackupEngine:
                 "db_size": db_size,
                 "read": "frozen file" if src.frozen else "online backup copy",
             }
+            if m.kind != "snapshot":
+                m.sqlite["page_hash"] = algo.name
             if m.kind == "full":
                 dest = tier_dir / f"{m.id}.pagehashes"
                 written.append(dest)
@@ -497,13 +512,13 @@ class BackupEngine:
 
                 def produce(out: IO[bytes]) -> None:
                     changed[0] = sp.write_delta(
-                        image, page_size, bytes(parent_table), bytes(table), out
+                        image, page_size, bytes(parent_table), bytes(table), out, algo
                     )
 
                 w = write_stream(dest, comp, produce, level=level)
                 m.members.append(self._member(dest, "sqlite_delta", w, comp))
                 m.sqlite["changed_pages"] = changed[0]
-                if changed[0] > 0.5 * (len(table) // sp.HASH_LEN):
+                if changed[0] > 0.5 * (len(table) // algo.size):
                     m.notes.append(
                         "more than half of the pages changed (VACUUM or rebuild?): take a full backup"
                     )
