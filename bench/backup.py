@@ -324,6 +324,13 @@ def main() -> None:
         "--level", type=int, default=None, help="REFSERVER_BACKUP_COMPRESSION_LEVEL to use."
     )
     ap.add_argument(
+        "--compact",
+        choices=("when-needed", "always"),
+        default="when-needed",
+        help="Merge the full-text index down before the full as the server does "
+        "(when over 5%% of it lies outside its main segment), or always.",
+    )
+    ap.add_argument(
         "--more-incrementals",
         type=int,
         default=0,
@@ -433,12 +440,18 @@ def main() -> None:
         res["snapshot"]["mb_per_s"] = round(db_b / MB / res["snapshot"]["seconds"])
         res["snapshot"]["vs_cp_db"] = round(res["snapshot"]["seconds"] / cp_db, 1)
         # As the scheduled full job (and `refserver backup create --type full`) does:
-        # merge the full-text index into one segment first, so the incrementals on
+        # merge the full-text index into one segment first when enough of it lies
+        # outside its main segment (--compact forces it), so the incrementals on
         # this full carry no FTS5 merges of the old index. Timed apart.
         settle(library)
         with Writer(ctx) as w:
-            done = fts.compact(ctx.db)
+            done = fts.compact(
+                ctx.db, **({"min_outside_share": 0} if args.compact == "always" else {})
+            )
         res["index_compact"] = {
+            "policy": args.compact,
+            "outside_share_before": done.outside_share,
+            "skipped": done.skipped,
             "seconds": done.seconds,
             "transactions": done.transactions,
             "worst_transaction_ms": done.worst_ms,

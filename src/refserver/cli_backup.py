@@ -90,7 +90,8 @@ def create(
         bool,
         typer.Option(
             help="Before a full backup, merge the full-text index into one segment "
-            "(as the scheduled full does), so the incrementals after it stay small."
+            "(as the scheduled full does) when over 5% of it lies outside its main "
+            "segment, so the incrementals after it stay small."
         ),
     ] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -108,9 +109,12 @@ def create(
             with console.status("compacting the full-text index"):
                 done = compact(ctx.db)
             if not as_json:
+                share = f"{done.outside_share:.1%} of it outside its main segment"
                 console.print(
-                    f"full-text index compacted in {done.seconds:.1f}s "
-                    f"({done.transactions} short transactions)"
+                    f"full-text index already compact ({share}): left as it is"
+                    if done.skipped
+                    else f"full-text index compacted in {done.seconds:.1f}s "
+                    f"({done.transactions} short transactions; {share} before)"
                 )
         with _bar(f"{backup_type} backup") as update:
             m = engine.create(

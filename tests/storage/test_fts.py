@@ -115,10 +115,40 @@ def test_compaction_merges_the_text_index_into_one_segment(ctx: Any) -> None:
     assert {q: _hits(ctx, q) for q in before} == before and before["token3"] == [docs[3]]
     assert ctx.db.generation() == g0  # maintenance, not a library change
     _integrity(ctx)
-    again = fts.compact(ctx.db)
-    assert again.transactions == 1  # nothing left to merge: one step finds out
-    stopped = fts.compact(ctx.db, should_stop=lambda: True)
-    assert stopped.transactions == 0
+    again = fts.compact(ctx.db, min_outside_share=0)
+    assert again.skipped and again.transactions == 0  # one segment: nothing to merge
+    add_paper(ctx, "Paper 12", ["common words and token12"])
+    stopped = fts.compact(ctx.db, should_stop=lambda: True, min_outside_share=0)
+    assert stopped.transactions == 0 and not stopped.skipped and _segments(ctx) == 2
+
+
+def test_compaction_waits_until_enough_of_the_index_is_outside_its_big_segment(
+    ctx: Any,
+) -> None:
+    long_text = " ".join(f"word{i} shared term{i % 97}" for i in range(3000))
+    for i in range(8):
+        add_paper(ctx, f"Long paper {i}", [long_text + f" own{i}"])
+    fts.compact(ctx.db, min_outside_share=0)  # (FTS5's automerge may have done it)
+    assert _segments(ctx) == 1
+    small = add_paper(ctx, "Short paper", ["a short page with token77"])
+    with ctx.db.read() as s:
+        share = fts.outside_share(s.connection())
+    assert 0 < share < fts.COMPACT_OUTSIDE_SHARE  # a short paper beside eight long ones
+    before = _text_index(ctx)
+    skipped = fts.compact(ctx.db)
+    assert (
+        skipped.skipped and skipped.transactions == 0 and skipped.outside_share == round(share, 4)
+    )
+    assert _text_index(ctx) == before  # not one page of the index rewritten
+    assert _hits(ctx, "token77") == [small]
+
+    # enough new text outside the big segment: the merge-down runs
+    for i in range(3):
+        add_paper(ctx, f"More {i}", [long_text])
+    done = fts.compact(ctx.db)
+    assert not done.skipped and done.outside_share > fts.COMPACT_OUTSIDE_SHARE
+    assert _segments(ctx) == 1 and _hits(ctx, "token77") == [small]
+    _integrity(ctx)
 
 
 def test_compaction_gives_way_to_a_restore_swap(ctx: Any) -> None:

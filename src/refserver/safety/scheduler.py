@@ -306,6 +306,8 @@ def run_backup_job(
             "transactions": compacted.transactions,
             "seconds": compacted.seconds,
             "worst_ms": compacted.worst_ms,
+            "outside_share": compacted.outside_share,
+            "skipped": compacted.skipped,
         }
     if m.status != "completed" or not m.verified:
         raise RuntimeError(f"backup {m.id} ended {m.status} (verified={m.verified}): {m.error}")
