@@ -133,6 +133,14 @@ def test_compaction_waits_until_enough_of_the_index_is_outside_its_big_segment(
     small = add_paper(ctx, "Short paper", ["a short page with token77"])
     with ctx.db.read() as s:
         share = fts.outside_share(s.connection())
+        # the seeks agree with counting every leaf page (height 0, no doclist-index bit)
+        leaves = s.execute(
+            text(
+                "SELECT id >> 37, count(*) FROM paper_bodies_fts_data "
+                "WHERE id >= (1 << 37) AND ((id >> 31) & 63) = 0 GROUP BY 1"
+            )
+        ).all()
+        assert fts.segment_pages(s.connection()) == dict(leaves) and len(leaves) == 2
     assert 0 < share < fts.COMPACT_OUTSIDE_SHARE  # a short paper beside eight long ones
     before = _text_index(ctx)
     skipped = fts.compact(ctx.db)
@@ -145,6 +153,8 @@ def test_compaction_waits_until_enough_of_the_index_is_outside_its_big_segment(
     # enough new text outside the big segment: the merge-down runs
     for i in range(3):
         add_paper(ctx, f"More {i}", [long_text])
+    with ctx.db.read() as s:
+        assert len(fts.segment_pages(s.connection())) >= 3
     done = fts.compact(ctx.db)
     assert not done.skipped and done.outside_share > fts.COMPACT_OUTSIDE_SHARE
     assert _segments(ctx) == 1 and _hits(ctx, "token77") == [small]

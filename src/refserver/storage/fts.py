@@ -240,20 +240,31 @@ class Compacted:
     skipped: bool = False  # it was already (nearly) one segment
 
 
-def segment_bytes(conn: Connection) -> dict[int, int]:
-    """Bytes of each segment of the text index, read from the rowids of ``%_data``."""
-    rows = conn.exec_driver_sql(
-        f"SELECT id >> {SEGMENT_SHIFT}, sum(length(block)) FROM paper_bodies_fts_data "
-        f"WHERE id >= {1 << SEGMENT_SHIFT} GROUP BY 1"
+def segment_pages(conn: Connection) -> dict[int, int]:
+    """Leaf pages of each segment of the text index: two rowid seeks per segment.
+
+    A segment's leaves are the ``%_data`` rowids of height 0 without the doclist-
+    index bit, numbered without gaps from its first page still in use to its last;
+    the segment ids are in ``%_idx``. Reading the blocks instead (their lengths)
+    took 0.4-1.4 s on the backup bench's 216 MB index; this takes milliseconds.
+    """
+    leaves = (
+        f"SELECT {{}}(id) FROM paper_bodies_fts_data WHERE id BETWEEN :lo AND :lo + {(1 << 31) - 1}"
     )
-    return {int(seg): int(size) for seg, size in rows}
+    sql = text(f"SELECT ({leaves.format('min')}), ({leaves.format('max')})")
+    out: dict[int, int] = {}
+    for (seg,) in conn.exec_driver_sql("SELECT DISTINCT segid FROM paper_bodies_fts_idx"):
+        first, last = conn.execute(sql, {"lo": int(seg) << SEGMENT_SHIFT}).one()
+        if first is not None:
+            out[int(seg)] = int(last) - int(first) + 1
+    return out
 
 
 def outside_share(conn: Connection) -> float:
-    """Share of the text index outside its largest segment (0.0: one segment or empty)."""
-    sizes = segment_bytes(conn)
-    total = sum(sizes.values())
-    return (total - max(sizes.values())) / total if total else 0.0
+    """Share of the text index's pages outside its largest segment (0.0: one or none)."""
+    pages = segment_pages(conn)
+    total = sum(pages.values())
+    return (total - max(pages.values())) / total if total else 0.0
 
 
 def compact(
